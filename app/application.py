@@ -1,0 +1,67 @@
+"""create_app(settings): the Starlette app, with a lifespan that owns everything long-lived.
+
+The lifespan starts, in order, the demo exchange (with `--demo`), the symbol directory and its
+refresh task, and the hub (which owns the upstream client); it stops them in reverse. Routes reach
+them through the lifespan state, never through globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from app.config import Settings
+from app.demo import DemoExchange
+from app.hub import Hub
+from app.render import Renderer
+from app.routes import not_found, routes
+from app.symbols import SymbolDirectory
+
+logger = logging.getLogger(__name__)
+
+# The first symbol-list fetch holds start-up this long at most; then we start without it.
+FIRST_FETCH_TIMEOUT = 5.0
+
+
+def create_app(settings: Settings) -> Starlette:
+    renderer = Renderer()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with contextlib.AsyncExitStack() as stack:
+            effective = settings
+            if settings.demo:
+                demo = await stack.enter_async_context(DemoExchange())
+                effective = settings.replace(upstream=demo.ws_url, rest=demo.rest_url)
+                logger.warning(
+                    "DEMO mode: prices are simulated by a local exchange at %s", demo.ws_url
+                )
+            directory = SymbolDirectory(effective)
+            async with httpx.AsyncClient(follow_redirects=True) as client:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FIRST_FETCH_TIMEOUT):
+                        await directory.refresh(client)
+            refresher = asyncio.create_task(directory.run(), name="symbol-refresh")
+            stack.push_async_callback(_cancel, refresher)
+            hub = await stack.enter_async_context(Hub(effective, directory, renderer))
+            yield {"hub": hub, "directory": directory, "settings": effective, "renderer": renderer}
+            # Leaving the stack: hub (viewers, then upstream), refresher, demo exchange.
+
+    return Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: not_found},
+    )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,553 @@
+"""The upstream client: Binance's combined market streams, kept alive and kept honest.
+
+`Upstream` owns the set of streams the hub wants and spreads it over shards of at most
+`streams_per_connection` streams. Each `_Shard` keeps one connection (a `_Link`) open to
+`{upstream}/stream`: it reconnects with capped, jittered exponential backoff, resubscribes
+everything on a new link in paced batches, replaces a link that goes silent, and rotates a link
+before Binance's 24 h cut or on its `serverShutdown` notice, opening the new link before closing
+the old one. Frames are decoded by `app.market`; events go to the hub through a plain callback
+that must not block. Nothing here knows about HTML or HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from app.config import Settings
+from app.market import Frame, ParseError, Reply, ServerShutdown, parse
+
+logger = logging.getLogger(__name__)
+
+# Binance drops a SUBSCRIBE frame over ~8 KB silently (shared/binance-streams.md 2.1); 200 names
+# of up to ~30 characters stay well below it.
+NAMES_PER_MESSAGE = 200
+# UI-driven changes arrive in bursts (a page asks for 5 symbols at once); wait this long so they
+# leave as one SUBSCRIBE.
+DEBOUNCE = 0.05
+# A SUBSCRIBE that Binance answered with an error is tried again after this many seconds.
+RESUBSCRIBE_DELAY = 5.0
+# A replacement link (rotation) must deliver data within this time, or we cut over anyway.
+ROTATION_READY_TIMEOUT = 10.0
+# Failures in a row after which the state reads "down" rather than "reconnecting".
+DOWN_AFTER_FAILURES = 3
+
+
+class State(StrEnum):
+    IDLE = "idle"  # nothing wanted, so no connection
+    CONNECTING = "connecting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    DOWN = "down"
+
+
+def streams_for(symbol: str) -> tuple[str, str]:
+    """The streams one symbol needs: real-time trades for the price, the ticker for 24 h figures."""
+    low = symbol.lower()
+    return (f"{low}@trade", f"{low}@ticker")
+
+
+def stream_url(base: str) -> str:
+    """`{base}/stream`, also when the base was given with a trailing `/`, `/ws` or `/stream`."""
+    base = base.rstrip("/")
+    for suffix in ("/ws", "/stream"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return base + "/stream"
+
+
+def retry_delay(exc: BaseException, failures: int, settings: Settings) -> tuple[float, str]:
+    """Decide how long to wait before the next attempt after `exc`, and say why, in one place.
+
+    Nothing is fatal: a price board that gives up is a dead board. A refusal that will not change
+    soon (451 restricted location, 403 WAF, 418/429 rate limit) waits the longest delay, or what
+    `Retry-After` asks; everything else backs off exponentially from `backoff_initial`.
+    """
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status == 451:
+            return settings.backoff_max, (
+                "HTTP 451: Binance refuses connections from this location; "
+                "try --upstream wss://stream.binance.us:9443"
+            )
+        if status in (403, 418, 429):
+            retry_after = exc.response.headers.get("Retry-After", "")
+            wait = float(retry_after) if retry_after.isdigit() else settings.backoff_max
+            return max(wait, settings.backoff_initial), f"HTTP {status}: rate limited or blocked"
+        reason = f"HTTP {status} on connect"
+    elif isinstance(exc, ConnectionClosed):
+        code = exc.rcvd.code if exc.rcvd else 1006
+        if code == 1001 and failures == 0:
+            return 0.0, "closed 1001 (going away): reconnecting at once"
+        reason = f"closed {code} {exc.rcvd.reason if exc.rcvd else ''}".strip()
+    else:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    ceiling = min(settings.backoff_max, settings.backoff_initial * 2**failures)
+    # "Equal jitter": never less than half the step, so a storm of clients spreads out but still
+    # backs off.
+    return ceiling / 2 + random.uniform(0, ceiling / 2), reason
+
+
+class _Pacer:
+    """Spaces control messages at least `1/rate` seconds apart (Binance counts them: 5/s)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next_slot = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self.next_slot)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class _StallError(Exception):
+    """The link stayed open but delivered no data for `stall_timeout` seconds."""
+
+
+class _Link:
+    """One open WebSocket: reads frames, reconciles subscriptions, and watches for silence."""
+
+    def __init__(self, ws: ClientConnection, shard: _Shard) -> None:
+        self.ws = ws
+        self.shard = shard
+        self.settings = shard.settings
+        self.sent: set[str] = set()  # streams SUBSCRIBEd on this link (reply pending or ok)
+        self.pending: dict[int, tuple[str, list[str]]] = {}
+        self.changed = asyncio.Event()
+        self.changed.set()
+        self.first_data = asyncio.Event()
+        self.notice = asyncio.Event()  # serverShutdown received
+        self.opened = time.monotonic()
+        self.rotate_at = self.opened + shard.rotate_after
+        self.last_data = self.opened
+        self.retry_failed_at: float | None = None
+
+    async def run(self) -> None:
+        """Serve until the connection ends; raises what ended it (ConnectionClosed, _StallError)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._sync())
+            tg.create_task(self._watch())
+            await self._read()
+            raise ConnectionClosed(self.ws.protocol.close_rcvd, self.ws.protocol.close_sent)
+
+    async def aclose(self) -> None:
+        await self.ws.close()
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            try:
+                item = parse(raw)
+            except ParseError as exc:
+                self.shard.upstream.bad_frame(exc, raw)
+                continue
+            if isinstance(item, Reply):
+                self._on_reply(item)
+            elif isinstance(item.event, ServerShutdown):
+                logger.info("upstream %s: serverShutdown notice, rotating", self.shard.name)
+                self.rotate_at = time.monotonic()
+                self.notice.set()
+            else:
+                self.last_data = time.monotonic()
+                if not self.first_data.is_set():
+                    self.first_data.set()
+                    self.shard.delivering()
+                self.shard.upstream.deliver(item)
+
+    def _on_reply(self, reply: Reply) -> None:
+        request = self.pending.pop(reply.id, None) if isinstance(reply.id, int) else None
+        if request is None:
+            logger.debug("upstream %s: reply to unknown id %r", self.shard.name, reply.id)
+            return
+        method, names = request
+        if reply.error_code is not None:
+            logger.warning(
+                "upstream %s: %s of %d streams failed: code %s %s",
+                self.shard.name,
+                method,
+                len(names),
+                reply.error_code,
+                reply.error_msg,
+            )
+            self.shard.upstream.note_error(f"{method} failed: {reply.error_msg}")
+            if method == "SUBSCRIBE":
+                self.sent.difference_update(names)
+                self.retry_failed_at = time.monotonic()
+
+    async def _sync(self) -> None:
+        """Bring this link's subscriptions to the shard's wanted set, in paced batches."""
+        pacer = _Pacer(self.settings.control_rate)
+        while True:
+            timeout = RESUBSCRIBE_DELAY if self.retry_failed_at is not None else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.changed.wait()
+            self.changed.clear()
+            self.retry_failed_at = None
+            await asyncio.sleep(DEBOUNCE)
+            wanted = self.shard.wanted
+            for method, names in (
+                ("UNSUBSCRIBE", self.sent - wanted),
+                ("SUBSCRIBE", wanted - self.sent),
+            ):
+                ordered = sorted(names)
+                for i in range(0, len(ordered), NAMES_PER_MESSAGE):
+                    batch = ordered[i : i + NAMES_PER_MESSAGE]
+                    await pacer.wait()
+                    await self._send(method, batch)
+
+    async def _send(self, method: str, names: list[str]) -> None:
+        rid = next(self.shard.upstream.ids)
+        self.pending[rid] = (method, names)
+        if method == "SUBSCRIBE":
+            if not self.sent:
+                # Silence is measured from when we first asked for something.
+                self.last_data = time.monotonic()
+            self.sent.update(names)
+        else:
+            self.sent.difference_update(names)
+        logger.debug("upstream %s: %s %s", self.shard.name, method, names)
+        await self.ws.send(json.dumps({"method": method, "params": names, "id": rid}))
+
+    async def _watch(self) -> None:
+        """Replace a link that is open but silent (pings alone do not prove data flows)."""
+        limit = self.settings.stall_timeout
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            if self.sent and time.monotonic() - self.last_data > limit:
+                raise _StallError(f"no data for {limit:g} s")
+
+
+class _Shard:
+    """Up to `streams_per_connection` streams on one connection, kept alive while wanted."""
+
+    def __init__(self, name: str, upstream: Upstream) -> None:
+        self.name = name
+        self.upstream = upstream
+        self.settings = upstream.settings
+        self.url = stream_url(self.settings.upstream)
+        self.wanted: set[str] = set()
+        self.state = State.IDLE
+        self.failures = 0
+        self.links: list[_Link] = []  # two only while rotating
+        self.connected_since: float | None = None
+        # Spread rotations so that many shards (or servers) do not all reconnect in one second.
+        self.rotate_after = self.settings.rotate_after * random.uniform(0.95, 1.0)
+        self._wake = asyncio.Event()
+
+    def set_wanted(self, streams: set[str]) -> None:
+        self.wanted = streams
+        self._wake.set()
+        for link in self.links:
+            link.changed.set()
+
+    def delivering(self) -> None:
+        """A link's first data frame: it works, so failures count from zero again."""
+        self.failures = 0
+        self._set_state(State.LIVE)
+
+    def _set_state(self, state: State) -> None:
+        if state != self.state:
+            logger.info("upstream %s: %s", self.name, state)
+            self.state = state
+            self.upstream.state_changed()
+
+    async def run(self) -> None:
+        """Keep a link open while anything is wanted: reconnect, rotate, close when unwanted."""
+        current: tuple[_Link, asyncio.Task[None]] | None = None
+        try:
+            while True:
+                if not self.wanted:
+                    if current is not None:
+                        await self._stop(*current)
+                        current = None
+                    self._set_state(State.IDLE)
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if current is None:
+                    if self.state == State.IDLE:
+                        self._set_state(State.CONNECTING)
+                    try:
+                        current = self._start(await self._connect())
+                    except (OSError, TimeoutError, InvalidHandshake) as exc:
+                        await self._back_off(exc)
+                    continue
+                outcome = await self._watch(*current)
+                if outcome == "rotate":
+                    current = await self._rotate(*current)
+                elif outcome == "ended":
+                    link, task = current
+                    current = None
+                    await self._back_off(await self._stop(link, task))
+        finally:
+            # Cancelled (shutdown): close whatever is open, politely and briefly.
+            for link in list(self.links):
+                with contextlib.suppress(OSError, ConnectionClosed):
+                    await link.aclose()
+
+    async def _connect(self) -> _Link:
+        ws = await connect(
+            self.url,
+            open_timeout=10,
+            close_timeout=2,
+            ping_interval=self.settings.upstream_ping,
+            ping_timeout=self.settings.upstream_ping,
+            max_size=2**22,
+            # The reader hands frames straight to the hub, so this queue only fills if the
+            # process is starved; buffering then beats dropping the link.
+            max_queue=4096,
+        )
+        logger.info("upstream %s: connected to %s", self.name, self.url)
+        return _Link(ws, self)
+
+    def _start(self, link: _Link) -> tuple[_Link, asyncio.Task[None]]:
+        self.links.append(link)
+        if self.connected_since is None:
+            self.connected_since = time.time()
+        return link, asyncio.create_task(link.run(), name=f"upstream-{self.name}")
+
+    async def _stop(self, link: _Link, task: asyncio.Task[None]) -> BaseException:
+        """Cancel `link`'s task, close its socket, and return what had ended it (if anything)."""
+        self.links.remove(link)
+        if not self.links:
+            self.connected_since = None
+        if not task.done():
+            task.cancel()
+        ended: BaseException = ConnectionClosed(None, None)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we ourselves are being stopped, not just the link
+        except Exception as exc:
+            # This loop is what keeps the board alive, so even a bug in a link (not just a
+            # network fault) ends in a reconnect, loudly logged, never in a dead feed.
+            ended = _leaf(exc)
+            if not isinstance(ended, ConnectionClosed | _StallError | OSError | TimeoutError):
+                logger.error("upstream %s: link failed unexpectedly", self.name, exc_info=ended)
+        with contextlib.suppress(OSError, ConnectionClosed):
+            await link.aclose()
+        return ended
+
+    async def _back_off(self, exc: BaseException) -> None:
+        delay, why = retry_delay(exc, self.failures, self.settings)
+        self.failures += 1
+        self.upstream.reconnects += 1
+        self.upstream.note_error(why)
+        refused = isinstance(exc, InvalidStatus) and exc.response.status_code in (403, 451)
+        down = refused or self.failures >= DOWN_AFTER_FAILURES
+        self._set_state(State.DOWN if down else State.RECONNECTING)
+        logger.warning("upstream %s: %s; reconnecting in %.1f s", self.name, why, delay)
+        await asyncio.sleep(delay)
+
+    async def _watch(self, link: _Link, task: asyncio.Task[None]) -> str:
+        """Wait until the link ends ("ended"), is due for rotation ("rotate"), or is unwanted."""
+        waiters = {
+            "notice": asyncio.create_task(link.notice.wait()),
+            "wake": asyncio.create_task(self._wake.wait()),
+        }
+        try:
+            while True:
+                pending = [task, *(w for w in waiters.values() if not w.done())]
+                await asyncio.wait(
+                    pending,
+                    timeout=max(0.0, link.rotate_at - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if task.done():
+                    return "ended"
+                if time.monotonic() >= link.rotate_at:
+                    return "rotate"
+                if waiters["wake"].done():
+                    self._wake.clear()
+                    if not self.wanted:
+                        return "unwanted"
+                    waiters["wake"] = asyncio.create_task(self._wake.wait())
+        finally:
+            for waiter in waiters.values():
+                waiter.cancel()
+
+    async def _rotate(
+        self, old: _Link, old_task: asyncio.Task[None]
+    ) -> tuple[_Link, asyncio.Task[None]]:
+        """Open a successor, let it start delivering, then close `old`: no gap a viewer sees."""
+        try:
+            new, new_task = self._start(await self._connect())
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            # The old link still works; try again shortly rather than dropping it.
+            logger.warning("upstream %s: rotation failed, keeping the old link: %s", self.name, exc)
+            old.rotate_at = time.monotonic() + max(self.settings.backoff_initial, 5.0)
+            old.notice.clear()
+            return old, old_task
+        ready = asyncio.create_task(new.first_data.wait())
+        try:
+            await asyncio.wait(
+                [new_task, ready],
+                timeout=ROTATION_READY_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            ready.cancel()
+        await self._stop(old, old_task)
+        self.upstream.rotations += 1
+        logger.info("upstream %s: rotated to a new connection", self.name)
+        return new, new_task
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+@dataclass
+class ShardStatus:
+    name: str
+    state: State
+    streams: int
+    failures: int
+    connected_since: float | None
+
+
+class Upstream:
+    """The wanted streams, spread over shards; events out through `deliver`.
+
+    Args:
+        on_event: called for every decoded data frame, on the event loop; must not block.
+        on_state: called when the aggregate state changes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_event: Callable[[Frame], None],
+        on_state: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.on_event = on_event
+        self.on_state = on_state
+        self.ids = itertools.count(1)
+        self.shards: list[_Shard] = []
+        self.reconnects = 0
+        self.rotations = 0
+        self.bad_frames = 0
+        self.last_error: str | None = None
+        self.last_message: float | None = None  # monotonic time of the last data frame
+        self._assigned: dict[str, _Shard] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._shard_tasks: list[asyncio.Task[None]] = []
+        self._last_bad_log = 0.0
+        self._state = State.IDLE
+
+    async def __aenter__(self) -> Upstream:
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Shutdown order: stop every shard's task (each closes its own links in `finally`).
+        assert self._group is not None
+        for task in self._shard_tasks:
+            task.cancel()
+        await self._group.__aexit__(None, None, None)
+        self._group = None
+
+    # -- what the hub asks for ------------------------------------------------------------------
+
+    def want(self, streams: Iterable[str]) -> None:
+        """Add streams to the wanted set; they are subscribed, batched, on the next sync."""
+        touched: set[_Shard] = set()
+        for stream in streams:
+            if stream in self._assigned:
+                continue
+            cap = self.settings.streams_per_connection
+            shard = next((s for s in self.shards if len(s.wanted) < cap), None) or self._new_shard()
+            self._assigned[stream] = shard
+            shard.wanted = shard.wanted | {stream}
+            touched.add(shard)
+        for shard in touched:
+            shard.set_wanted(shard.wanted)
+
+    def unwant(self, streams: Iterable[str]) -> None:
+        touched: set[_Shard] = set()
+        for stream in streams:
+            shard = self._assigned.pop(stream, None)
+            if shard is not None:
+                shard.wanted = shard.wanted - {stream}
+                touched.add(shard)
+        for shard in touched:
+            shard.set_wanted(shard.wanted)
+
+    def _new_shard(self) -> _Shard:
+        assert self._group is not None, "Upstream used outside `async with`"
+        shard = _Shard(f"#{len(self.shards) + 1}", self)
+        self.shards.append(shard)
+        self._shard_tasks.append(self._group.create_task(shard.run(), name=f"shard-{shard.name}"))
+        return shard
+
+    # -- what the links report ----------------------------------------------------------------
+
+    def deliver(self, frame: Frame) -> None:
+        self.last_message = time.monotonic()
+        self.on_event(frame)
+
+    def bad_frame(self, exc: ParseError, raw: str | bytes) -> None:
+        """Count a frame we cannot use; log it at most once every 10 s, so a flood stays quiet."""
+        self.bad_frames += 1
+        now = time.monotonic()
+        if now - self._last_bad_log >= 10.0:
+            self._last_bad_log = now
+            logger.warning(
+                "upstream: skipped a frame we cannot use (%d so far): %s: %.200r",
+                self.bad_frames,
+                exc,
+                raw,
+            )
+
+    def note_error(self, message: str) -> None:
+        self.last_error = message
+
+    def state_changed(self) -> None:
+        state = self.state
+        if state != self._state:
+            self._state = state
+            self.on_state()
+
+    # -- what the hub and /healthz read ----------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The worst state of any shard that has streams; idle when nothing is wanted."""
+        states = [s.state for s in self.shards if s.wanted or s.state != State.IDLE]
+        for worst in (State.DOWN, State.RECONNECTING, State.CONNECTING, State.LIVE):
+            if worst in states:
+                return worst
+        return State.IDLE
+
+    def streams(self) -> list[str]:
+        return sorted(self._assigned)
+
+    def shard_status(self) -> list[ShardStatus]:
+        return [
+            ShardStatus(s.name, s.state, len(s.wanted), s.failures, s.connected_since)
+            for s in self.shards
+        ]
+
+    def connections(self) -> int:
+        return sum(len(s.links) for s in self.shards)

@@ -1,0 +1,93 @@
+"""The command line: flags over `PRICESTREAM_*` variables over defaults, then uvicorn.
+
+Flags are generated from the Settings fields, so every setting has a flag, a variable and help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import uvicorn
+
+from app import __version__
+from app.application import create_app
+from app.config import ENV_PREFIX, Settings, SettingsError, parse_value, setting_fields
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pricestream",
+        description="Live Binance prices pushed to htmx pages over server-sent events.",
+        epilog=f"Every flag also reads the variable {ENV_PREFIX}<FLAG> (a flag wins over it).",
+    )
+    parser.add_argument("--version", action="version", version=f"pricestream {__version__}")
+    for f in setting_fields():
+        help_text = f"{f.metadata['help']} (default: {_shown(f.default)})"
+        if isinstance(f.default, bool):
+            parser.add_argument(
+                flag_name(f.name),
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                flag_name(f.name), dest=f.name, default=None, metavar="VALUE", help=help_text
+            )
+    return parser
+
+
+def _shown(value: object) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    """Defaults, then the environment, then flags; raises SystemExit with a message on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(environ)
+        changes = {}
+        for f in setting_fields():
+            value = getattr(args, f.name)
+            if value is None:
+                continue
+            changes[f.name] = (
+                value
+                if isinstance(value, bool)
+                else parse_value(f, value, source=flag_name(f.name))
+            )
+        return settings.replace(**changes)
+    except SettingsError as exc:
+        parser.error(str(exc))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = settings_from(sys.argv[1:] if argv is None else argv, os.environ)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if settings.log_level != "debug":
+        # Per-request chatter from libraries; our own modules log every state change.
+        for name in ("httpx", "app.demo.wire"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        # Open SSE streams never end by themselves; past this, shutdown cuts them.
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+        log_config=None,
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,129 @@
+"""Settings: every knob the server has, with its default and one line of help.
+
+This module is the only reader of the environment. `Settings.from_env` takes a mapping (tests pass a
+dict), and the CLI builds its flags from the same field list, so a setting, its flag, its
+`PRICESTREAM_*` variable and its README row can never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "PRICESTREAM_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A setting's value cannot be used; the message names the setting."""
+
+
+def _setting(default: Any, help: str, *, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server is told; built once at start-up and passed down, never global."""
+
+    host: str = _setting("127.0.0.1", "interface to listen on")
+    port: int = _setting(8000, "port to listen on")
+    symbols: tuple[str, ...] = _setting(
+        ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"),
+        "the watchlist shown at / (comma-separated)",
+    )
+    upstream: str = _setting(
+        "wss://stream.binance.com:9443",
+        "Binance market-stream base URL (e.g. wss://stream.binance.us:9443)",
+    )
+    rest: str = _setting(
+        "https://api.binance.com",
+        "Binance REST base URL, for the symbol list (/api/v3/exchangeInfo)",
+    )
+    demo: bool = _setting(
+        False, "run a built-in simulated exchange on loopback and connect to it instead"
+    )
+    log_level: str = _setting("info", "debug, info, warning or error")
+
+    max_symbols: int = _setting(50, "most symbols one page or SSE connection may ask for")
+    grace_period: float = _setting(
+        30.0, "seconds a symbol stays subscribed upstream after its last viewer leaves"
+    )
+    stall_timeout: float = _setting(
+        10.0,
+        "seconds without upstream data before a price shows as stale and a silent "
+        "connection is replaced",
+    )
+    backoff_initial: float = _setting(1.0, "first reconnect delay in seconds (doubles per failure)")
+    backoff_max: float = _setting(60.0, "longest reconnect delay in seconds")
+    rotate_after: float = _setting(
+        23 * 3600.0,
+        "seconds after which an upstream connection is replaced before Binance's 24 h cut",
+    )
+    control_rate: float = _setting(
+        3.0, "SUBSCRIBE/UNSUBSCRIBE messages per second per connection (Binance allows 5)"
+    )
+    streams_per_connection: int = _setting(
+        1024, "streams per upstream connection before another one is opened (Binance's cap)"
+    )
+    upstream_ping: float = _setting(
+        20.0, "seconds between our WebSocket pings to Binance; no pong in that time drops it"
+    )
+    symbols_refresh: float = _setting(3600.0, "seconds between refreshes of the symbol list")
+    sse_ping: float = _setting(15.0, "seconds between SSE keepalive comments")
+    sse_retry_ms: int = _setting(2000, "reconnect delay the browser is told to use, in ms")
+    shutdown_timeout: float = _setting(
+        1.0, "seconds open connections get to close at shutdown before they are cut"
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 < self.port < 65536 and self.port != 0:
+            raise SettingsError(f"port {self.port} is not a TCP port")
+        if not self.symbols:
+            raise SettingsError("symbols must name at least one symbol")
+        for name in ("grace_period", "backoff_initial", "backoff_max", "control_rate"):
+            if getattr(self, name) < 0 or (name == "control_rate" and self.control_rate == 0):
+                raise SettingsError(f"{name} must be positive")
+        if self.max_symbols < 1 or self.streams_per_connection < 2:
+            raise SettingsError("max_symbols and streams_per_connection must be positive")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Defaults overridden by every `PRICESTREAM_<NAME>` variable present in `environ`."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = parse_value(f, raw, source=ENV_PREFIX + f.name.upper())
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def setting_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return fields(Settings)
+
+
+def parse_value(f: dataclasses.Field[Any], raw: str, *, source: str) -> Any:
+    """Turn the text of a flag or variable into the field's type, or say what is wrong."""
+    kind: type[Any] = type(f.default)
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind is tuple:
+            return tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+        if kind is str and f.name == "log_level":
+            return raw.strip().lower()
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{source}: cannot read {raw!r} as {kind.__name__}") from None

@@ -1,0 +1,26 @@
+// The browser's side of the connection indicator. htmx's SSE extension reports the EventSource's
+// life as DOM events; we turn them into data-conn on the element that owns the connection, and
+// CSS does the rest. A file rather than hx-on attributes, because those need 'unsafe-eval' and
+// our Content-Security-Policy allows no inline or evaluated script.
+(function () {
+  "use strict";
+  function board(evt) {
+    return evt.target.closest ? evt.target.closest("[sse-connect]") : null;
+  }
+  document.addEventListener("htmx:sseOpen", function (evt) {
+    var el = board(evt);
+    if (el) el.dataset.conn = "live";
+  });
+  document.addEventListener("htmx:sseError", function (evt) {
+    var el = board(evt);
+    if (!el) return;
+    // The extension reports the browser's own retries too: CONNECTING (0) means it is trying
+    // again by itself; CLOSED (2) means it gave up and the extension will build a new source.
+    var source = evt.detail && evt.detail.source;
+    el.dataset.conn = source && source.readyState === 0 ? "reconnecting" : "down";
+  });
+  document.addEventListener("htmx:sseClose", function (evt) {
+    var el = board(evt);
+    if (el) el.dataset.conn = "down";
+  });
+})();

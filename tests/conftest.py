@@ -1,0 +1,191 @@
+"""Shared fixtures: the real demo exchange, a real uvicorn on a loopback socket, SSE readers.
+
+Nothing of our own is mocked. Time-sensitive waits use `MS`, which `PRICESTREAM_TEST_TIMESCALE`
+scales for slow machines, and every network wait sits inside a timeout so a hang fails fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from app.application import create_app
+from app.config import Settings
+from app.demo import DemoExchange
+
+# One time unit for the suite (websockets' tests/utils.py does the same), scaled on slow CI.
+MS = 0.001 * float(os.environ.get("PRICESTREAM_TEST_TIMESCALE", "1"))
+# How long any single wait for a network event may take before the test fails.
+WAIT = 10_000 * MS
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def exchange() -> AsyncIterator[DemoExchange]:
+    """A quiet simulator: no trades or tickers unless a test publishes them."""
+    async with DemoExchange(trades_per_second=0, ticker_interval=3600, seed=7) as ex:
+        yield ex
+
+
+def settings_for(ex: DemoExchange, **overrides: Any) -> Settings:
+    """Settings pointing at `ex`, with delays short enough for tests."""
+    values: dict[str, Any] = {
+        "upstream": ex.ws_url,
+        "rest": ex.rest_url,
+        "port": 0,
+        "grace_period": 0.2,
+        "stall_timeout": 2.0,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.5,
+        "control_rate": 20.0,
+        "shutdown_timeout": 1.0,
+        "log_level": "warning",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class LiveServer:
+    url: str
+    server: uvicorn.Server
+    app: Any
+
+    @property
+    def state(self) -> Any:
+        return self.server.config.loaded_app
+
+
+@contextlib.asynccontextmanager
+async def run_server(settings: Settings) -> AsyncIterator[LiveServer]:
+    """A real uvicorn serving create_app(settings) on a socket we bound to port 0 ourselves."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=1, log_config=None)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(WAIT):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(10 * MS)
+        yield LiveServer(f"http://127.0.0.1:{port}", server, app)
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(WAIT):
+            await task
+        sock.close()
+
+
+@pytest.fixture
+async def live(exchange: DemoExchange) -> AsyncIterator[LiveServer]:
+    async with run_server(settings_for(exchange)) as server:
+        yield server
+
+
+@pytest.fixture
+async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=WAIT) as client:
+        yield client
+
+
+class EventReader:
+    """Reads an open SSE stream event by event, each read bounded by a timeout."""
+
+    def __init__(self, events: AsyncIterator[ServerSentEvent]) -> None:
+        self._events = events
+        self.seen: list[ServerSentEvent] = []
+
+    async def next(self, timeout: float = WAIT) -> ServerSentEvent:
+        async with asyncio.timeout(timeout):
+            event = await anext(self._events)
+        self.seen.append(event)
+        return event
+
+    async def until(
+        self, predicate: Callable[[ServerSentEvent], bool], timeout: float = WAIT
+    ) -> ServerSentEvent:
+        """The first event that satisfies `predicate`, within `timeout` seconds overall."""
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.next(timeout)
+                if predicate(event):
+                    return event
+
+
+@contextlib.asynccontextmanager
+async def open_sse(client: httpx.AsyncClient, path: str) -> AsyncIterator[EventReader]:
+    async with aconnect_sse(client, "GET", path) as source:
+        assert source.response.status_code == 200, source.response.status_code
+        yield EventReader(source.aiter_sse())
+
+
+class Element:
+    def __init__(self, tag: str, attrs: dict[str, str | None]) -> None:
+        self.tag, self.attrs = tag, attrs
+        self.text = ""
+
+    @property
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[Element] = []
+        self.open: list[Element] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, dict(attrs))
+        self.elements.append(element)
+        if tag not in ("meta", "link", "input", "br", "img"):
+            self.open.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self.open) - 1, -1, -1):
+            if self.open[i].tag == tag:
+                del self.open[i:]
+                break
+
+    def handle_data(self, data: str) -> None:
+        for element in self.open:
+            element.text += data
+
+
+def parse_html(html: str) -> list[Element]:
+    """Every element of `html`, in document order, with its attributes and inner text."""
+    collector = _Collector()
+    collector.feed(html)
+    collector.close()
+    return collector.elements
+
+
+def root(html: str) -> Element:
+    """The first element: a fragment's root."""
+    return parse_html(html)[0]
+
+
+def find(html: str, **attrs: str) -> list[Element]:
+    return [e for e in parse_html(html) if all(e.attrs.get(k.replace("_", "-")) == v
+                                                for k, v in attrs.items())]
