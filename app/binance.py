@@ -36,8 +36,9 @@ NAMES_PER_MESSAGE = 200
 # UI-driven changes arrive in bursts (a page asks for 5 symbols at once); wait this long so they
 # leave as one SUBSCRIBE.
 DEBOUNCE = 0.05
-# A SUBSCRIBE that Binance answered with an error is tried again after this many seconds.
-RESUBSCRIBE_DELAY = 5.0
+# A SUBSCRIBE that Binance answered with an error is tried again after this many first-backoff
+# delays (5 s by default): soon enough to heal, slow enough to stay far below 5 messages a second.
+RESUBSCRIBE_BACKOFFS = 5
 # A replacement link (rotation) must deliver data within this time, or we cut over anyway.
 ROTATION_READY_TIMEOUT = 10.0
 # Failures in a row after which the state reads "down" rather than "reconnecting".
@@ -108,10 +109,11 @@ class _Pacer:
 
     async def wait(self) -> None:
         now = time.monotonic()
-        slot = max(now, self.next_slot)
-        self.next_slot = slot + self.interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        if self.next_slot > now:
+            await asyncio.sleep(self.next_slot - now)
+        # Measured from when we actually go, not from the plan: a late send must not let the
+        # next one follow it too closely.
+        self.next_slot = time.monotonic() + self.interval
 
 
 class _StallError(Exception):
@@ -142,13 +144,15 @@ class _Link:
             tg.create_task(self._sync())
             tg.create_task(self._watch())
             await self._read()
-            raise ConnectionClosed(self.ws.protocol.close_rcvd, self.ws.protocol.close_sent)
 
     async def aclose(self) -> None:
         await self.ws.close()
 
     async def _read(self) -> None:
-        async for raw in self.ws:
+        while True:
+            # recv() rather than `async for`: it raises ConnectionClosed even on a clean close,
+            # carrying the close code that decides how soon to reconnect.
+            raw = await self.ws.recv()
             try:
                 item = parse(raw)
             except ParseError as exc:
@@ -184,19 +188,21 @@ class _Link:
             )
             self.shard.upstream.note_error(f"{method} failed: {reply.error_msg}")
             if method == "SUBSCRIBE":
+                # Forget them, so the sync loop asks again after a pause.
                 self.sent.difference_update(names)
                 self.retry_failed_at = time.monotonic()
+                self.changed.set()
 
     async def _sync(self) -> None:
         """Bring this link's subscriptions to the shard's wanted set, in paced batches."""
         pacer = _Pacer(self.settings.control_rate)
         while True:
-            timeout = RESUBSCRIBE_DELAY if self.retry_failed_at is not None else None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.changed.wait()
+            await self.changed.wait()
             self.changed.clear()
-            self.retry_failed_at = None
+            if self.retry_failed_at is not None:
+                retry_at = self.retry_failed_at + self.settings.backoff_initial * RESUBSCRIBE_BACKOFFS
+                self.retry_failed_at = None
+                await asyncio.sleep(max(0.0, retry_at - time.monotonic()))
             await asyncio.sleep(DEBOUNCE)
             wanted = self.shard.wanted
             for method, names in (

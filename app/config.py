@@ -88,6 +88,10 @@ class Settings:
         for name in ("grace_period", "backoff_initial", "backoff_max", "control_rate"):
             if getattr(self, name) < 0 or (name == "control_rate" and self.control_rate == 0):
                 raise SettingsError(f"{name} must be positive")
+        if self.control_rate > 4:
+            # Binance closes a connection past 5 incoming messages a second, and our pings
+            # count too; 4 keeps a margin for them and for clock jitter.
+            raise SettingsError("control_rate must be at most 4 (Binance allows 5, pings included)")
         if self.max_symbols < 1 or self.streams_per_connection < 2:
             raise SettingsError("max_symbols and streams_per_connection must be positive")
 

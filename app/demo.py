@@ -107,6 +107,7 @@ class DemoExchange:
         self.control_log: list[tuple[float, dict[str, Any]]] = []
         self.connection_attempts = 0
         self.stalled = False
+        self.failing_subscribes = 0
         self._refusals: deque[_Refusal] = deque()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -214,6 +215,10 @@ class DemoExchange:
         """Answer the next `count` handshakes with HTTP `status` instead of upgrading."""
         for _ in range(count):
             self._refusals.append(_Refusal(status, body, headers or {}))
+
+    def fail_next_subscribes(self, count: int = 1) -> None:
+        """Answer the next `count` SUBSCRIBE requests with an error reply (code 2)."""
+        self.failing_subscribes += count
 
     def stall(self, on: bool = True) -> None:
         """Stop (or resume) all data while connections stay open and pings are answered."""
@@ -326,6 +331,9 @@ class DemoExchange:
             )
         elif method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(valid_stream(p) for p in params):
+                self._reply(peer, rid, error=(2, "Invalid request: invalid stream"))
+            elif method == "SUBSCRIBE" and self.failing_subscribes > 0:
+                self.failing_subscribes -= 1
                 self._reply(peer, rid, error=(2, "Invalid request: invalid stream"))
             elif method == "SUBSCRIBE" and len(peer.streams | set(params)) > MAX_STREAMS:
                 self._reply(peer, rid, error=(4, "Too many subscriptions"))

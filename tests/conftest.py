@@ -52,7 +52,7 @@ def settings_for(ex: DemoExchange, **overrides: Any) -> Settings:
         "stall_timeout": 2.0,
         "backoff_initial": 0.05,
         "backoff_max": 0.5,
-        "control_rate": 20.0,
+        "control_rate": 4.0,
         "shutdown_timeout": 1.0,
         "log_level": "warning",
     }
