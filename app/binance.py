@@ -68,6 +68,10 @@ def stream_url(base: str) -> str:
     return base + "/stream"
 
 
+class _StallError(Exception):
+    """The link stayed open but delivered no data for `stall_timeout` seconds."""
+
+
 def retry_delay(exc: BaseException, failures: int, settings: Settings) -> tuple[float, str]:
     """Decide how long to wait before the next attempt after `exc`, and say why, in one place.
 
@@ -79,8 +83,8 @@ def retry_delay(exc: BaseException, failures: int, settings: Settings) -> tuple[
         status = exc.response.status_code
         if status == 451:
             return settings.backoff_max, (
-                "HTTP 451: Binance refuses connections from this location; "
-                "try --upstream wss://stream.binance.us:9443"
+                "HTTP 451: Binance refuses connections from this location; for Binance.US use "
+                "--upstream wss://stream.binance.us:9443 --rest https://api.binance.us"
             )
         if status in (403, 418, 429):
             retry_after = exc.response.headers.get("Retry-After", "")
@@ -92,6 +96,8 @@ def retry_delay(exc: BaseException, failures: int, settings: Settings) -> tuple[
         if code == 1001 and failures == 0:
             return 0.0, "closed 1001 (going away): reconnecting at once"
         reason = f"closed {code} {exc.rcvd.reason if exc.rcvd else ''}".strip()
+    elif isinstance(exc, _StallError):
+        reason = str(exc)
     else:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     ceiling = min(settings.backoff_max, settings.backoff_initial * 2**failures)
@@ -114,10 +120,6 @@ class _Pacer:
         # Measured from when we actually go, not from the plan: a late send must not let the
         # next one follow it too closely.
         self.next_slot = time.monotonic() + self.interval
-
-
-class _StallError(Exception):
-    """The link stayed open but delivered no data for `stall_timeout` seconds."""
 
 
 class _Link:
@@ -200,7 +202,9 @@ class _Link:
             await self.changed.wait()
             self.changed.clear()
             if self.retry_failed_at is not None:
-                retry_at = self.retry_failed_at + self.settings.backoff_initial * RESUBSCRIBE_BACKOFFS
+                retry_at = (
+                    self.retry_failed_at + self.settings.backoff_initial * RESUBSCRIBE_BACKOFFS
+                )
                 self.retry_failed_at = None
                 await asyncio.sleep(max(0.0, retry_at - time.monotonic()))
             await asyncio.sleep(DEBOUNCE)
@@ -248,7 +252,7 @@ class _Shard:
         self.wanted: set[str] = set()
         self.state = State.IDLE
         self.failures = 0
-        self.links: list[_Link] = []  # two only while rotating
+        self.links: dict[_Link, asyncio.Task[None]] = {}  # two only while rotating
         self.connected_since: float | None = None
         # Spread rotations so that many shards (or servers) do not all reconnect in one second.
         self.rotate_after = self.settings.rotate_after * random.uniform(0.95, 1.0)
@@ -300,8 +304,12 @@ class _Shard:
                     current = None
                     await self._back_off(await self._stop(link, task))
         finally:
-            # Cancelled (shutdown): close whatever is open, politely and briefly.
-            for link in list(self.links):
+            # Cancelled (shutdown): stop every link's task, then close its socket politely.
+            for link, task in list(self.links.items()):
+                task.cancel()
+                await asyncio.wait([task])
+                if not task.cancelled():
+                    task.exception()  # retrieved: it ended the way every link ends
                 with contextlib.suppress(OSError, ConnectionClosed):
                     await link.aclose()
 
@@ -321,14 +329,15 @@ class _Shard:
         return _Link(ws, self)
 
     def _start(self, link: _Link) -> tuple[_Link, asyncio.Task[None]]:
-        self.links.append(link)
         if self.connected_since is None:
             self.connected_since = time.time()
-        return link, asyncio.create_task(link.run(), name=f"upstream-{self.name}")
+        task = asyncio.create_task(link.run(), name=f"upstream-{self.name}")
+        self.links[link] = task
+        return link, task
 
     async def _stop(self, link: _Link, task: asyncio.Task[None]) -> BaseException:
         """Cancel `link`'s task, close its socket, and return what had ended it (if anything)."""
-        self.links.remove(link)
+        del self.links[link]
         if not self.links:
             self.connected_since = None
         if not task.done():

@@ -90,4 +90,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         log_config=None,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises Ctrl-C after a clean shutdown; the shutdown is done, so exit quietly.
+        pass

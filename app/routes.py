@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.config import Settings
-from app.hub import Hub
+from app.hub import Hub, Subscriber
 from app.render import Renderer, resource_dir
 from app.symbols import SymbolDirectory, SymbolError
 
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 FRAGMENT_WAIT = 3.0
 # An SSE viewer whose socket accepts nothing for this long is cut off (a stalled reader).
 SSE_SEND_TIMEOUT = 30.0
+# At shutdown, how long a stream gets to end by itself before sse-starlette cancels it.
+SHUTDOWN_GRACE = 0.5
 
 
 def _hub(request: Request) -> Hub:
@@ -122,21 +125,37 @@ async def sse(request: Request) -> Response:
     except SymbolError as exc:
         return PlainTextResponse(str(exc), status_code=400)
     hub, settings = _hub(request), _settings(request)
+    shutdown = anyio.Event()
+    viewer: list[Subscriber] = []
 
     async def stream() -> AsyncIterator[bytes]:
         # Subscribe inside the generator: its `finally` is then certain to run and release.
         sub = hub.subscribe(symbols)
+        viewer.append(sub)
         try:
-            yield f"retry: {settings.sse_retry_ms}\r\n\r\n".encode()
+            # The first chunk starts with the status event; the browser's reconnect delay rides
+            # on it (a block of `retry:` alone would be an empty event to some clients).
+            retry = f"retry: {settings.sse_retry_ms}\r\n".encode()
             while (chunk := await sub.next_chunk()) is not None:
-                yield chunk
+                yield retry + chunk
+                retry = b""
         finally:
             hub.unsubscribe(sub)
+
+    async def end_on_shutdown() -> None:
+        # sse-starlette sets `shutdown` when the server stops; ending the generator ourselves
+        # finishes the response cleanly instead of cutting it mid-chunk.
+        await shutdown.wait()
+        for sub in viewer:
+            sub.close()
 
     return EventSourceResponse(
         stream(),
         ping=settings.sse_ping,
         send_timeout=SSE_SEND_TIMEOUT,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE,
+        data_sender_callable=end_on_shutdown,
     )
 
 

@@ -79,8 +79,9 @@ async def run_server(settings: Settings) -> AsyncIterator[LiveServer]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=1, log_config=None)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, log_config=None
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -187,5 +188,8 @@ def root(html: str) -> Element:
 
 
 def find(html: str, **attrs: str) -> list[Element]:
-    return [e for e in parse_html(html) if all(e.attrs.get(k.replace("_", "-")) == v
-                                                for k, v in attrs.items())]
+    return [
+        e
+        for e in parse_html(html)
+        if all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
+    ]

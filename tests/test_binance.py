@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,15 +33,19 @@ class Feed:
         self.states: list[State] = []
 
     def trades(self, symbol: str) -> list[Trade]:
-        return [f.event for f in self.frames
-                if isinstance(f.event, Trade) and f.event.symbol == symbol]
+        return [
+            f.event for f in self.frames if isinstance(f.event, Trade) and f.event.symbol == symbol
+        ]
 
 
 @contextlib.asynccontextmanager
 async def feed(ex: DemoExchange, **overrides: Any) -> AsyncIterator[Feed]:
     holder: list[Feed] = []
-    up = Upstream(settings_for(ex, **overrides), lambda f: holder[0].frames.append(f),
-                  lambda: holder[0].states.append(holder[0].upstream.state))
+    up = Upstream(
+        settings_for(ex, **overrides),
+        lambda f: holder[0].frames.append(f),
+        lambda: holder[0].states.append(holder[0].upstream.state),
+    )
     holder.append(Feed(up))
     async with up:
         yield holder[0]
@@ -58,8 +63,12 @@ def subscribe_log(ex: DemoExchange) -> list[tuple[float, dict[str, Any]]]:
 
 def test_stream_names_and_url() -> None:
     assert streams_for("BTCUSDT") == ("btcusdt@trade", "btcusdt@ticker")
-    for base in ("wss://stream.binance.com:9443", "wss://stream.binance.com:9443/",
-                 "wss://stream.binance.com:9443/ws", "wss://stream.binance.com:9443/stream"):
+    for base in (
+        "wss://stream.binance.com:9443",
+        "wss://stream.binance.com:9443/",
+        "wss://stream.binance.com:9443/ws",
+        "wss://stream.binance.com:9443/stream",
+    ):
         assert stream_url(base) == "wss://stream.binance.com:9443/stream"
 
 
@@ -70,8 +79,11 @@ async def test_subscribe_receive_unsubscribe_and_close(exchange: DemoExchange) -
         payload = exchange.trade("BTCUSDT")
         await eventually(lambda: len(f.trades("BTCUSDT")) == 1)
         trade = f.trades("BTCUSDT")[0]
-        assert (trade.price, trade.trade_id, trade.event_time) == (payload["p"], payload["t"],
-                                                                   payload["E"])
+        assert (trade.price, trade.trade_id, trade.event_time) == (
+            payload["p"],
+            payload["t"],
+            payload["E"],
+        )
         assert f.frames[0].stream == "btcusdt@trade"
         assert f.upstream.state == State.LIVE
         f.upstream.unwant(streams_for("BTCUSDT"))
@@ -93,9 +105,16 @@ async def test_changes_are_batched_and_paced(exchange: DemoExchange) -> None:
         await eventually(lambda: exchange.subscriptions() == set(names[:10]))
     log = subscribe_log(exchange)
     sizes = [(m["method"], len(m["params"])) for _, m in log]
-    assert sizes == [("SUBSCRIBE", 1), ("SUBSCRIBE", 200), ("SUBSCRIBE", 200), ("SUBSCRIBE", 49),
-                     ("UNSUBSCRIBE", 200), ("UNSUBSCRIBE", 200), ("UNSUBSCRIBE", 40)]
-    gaps = [b - a for (a, _), (b, _) in zip(log, log[1:], strict=False)]
+    assert sizes == [
+        ("SUBSCRIBE", 1),
+        ("SUBSCRIBE", 200),
+        ("SUBSCRIBE", 200),
+        ("SUBSCRIBE", 49),
+        ("UNSUBSCRIBE", 200),
+        ("UNSUBSCRIBE", 200),
+        ("UNSUBSCRIBE", 40),
+    ]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(log)]
     assert min(gaps) >= 0.25 - 0.01  # 4 a second at most (the simulator closes us past 5)
     assert exchange.connection_attempts == 1
     assert all(len(json.dumps(m)) < 8000 for _, m in log)
@@ -148,7 +167,9 @@ async def test_refused_handshakes_back_off_then_recover(exchange: DemoExchange) 
 
 
 async def test_451_says_where_to_go(exchange: DemoExchange) -> None:
-    exchange.refuse_next(1, 451, '{"code":0,"msg":"Service unavailable from a restricted location"}')
+    exchange.refuse_next(
+        1, 451, '{"code":0,"msg":"Service unavailable from a restricted location"}'
+    )
     async with feed(exchange, backoff_max=0.3) as f:
         f.upstream.want(streams_for("BTCUSDT"))
         await eventually(lambda: State.DOWN in f.states)
@@ -177,9 +198,14 @@ async def test_bad_frames_are_skipped(exchange: DemoExchange) -> None:
     async with feed(exchange) as f:
         f.upstream.want(streams_for("BTCUSDT"))
         await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
-        for raw in ("garbage", "[1,2]", '{"e":"trade"}', '{"stream":"x","data":{"e":"what"}}',
-                    '{"result":null,"id":999999}', '{"e":"trade","E":1,"s":"BTCUSDT","t":1,'
-                    '"p":"NaN","q":"1","T":1,"m":true,"M":true}'):
+        for raw in (
+            "garbage",
+            "[1,2]",
+            '{"e":"trade"}',
+            '{"stream":"x","data":{"e":"what"}}',
+            '{"result":null,"id":999999}',
+            '{"e":"trade","E":1,"s":"BTCUSDT","t":1,"p":"NaN","q":"1","T":1,"m":true,"M":true}',
+        ):
             exchange.send_raw(raw)
         exchange.trade("BTCUSDT")
         await eventually(lambda: len(f.trades("BTCUSDT")) == 1)
@@ -198,7 +224,9 @@ async def test_error_reply_to_subscribe_is_retried(exchange: DemoExchange) -> No
         await eventually(lambda: len(f.trades("BTCUSDT")) == 1)
 
 
-async def _rotation_loses_nothing(exchange: DemoExchange, f: Feed, trigger: Callable[[], None]) -> None:
+async def _rotation_loses_nothing(
+    exchange: DemoExchange, f: Feed, trigger: Callable[[], None]
+) -> None:
     f.upstream.want(streams_for("BTCUSDT"))
     await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
     most_peers = 0
@@ -237,8 +265,9 @@ async def test_close_1001_reconnects_at_once(exchange: DemoExchange) -> None:
         await eventually(lambda: f.upstream.state == State.LIVE)
         await exchange.drop_connections(1001, "24h")
         # A 5 s backoff would blow this 2 s budget: the 24 h cut is routine, not a failure.
-        await eventually(lambda: f.upstream.reconnects == 1 and len(exchange.subscriptions()) == 2,
-                         timeout=2.0)
+        await eventually(
+            lambda: f.upstream.reconnects == 1 and len(exchange.subscriptions()) == 2, timeout=2.0
+        )
 
 
 def test_retry_policy() -> None:

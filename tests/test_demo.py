@@ -24,8 +24,11 @@ async def recv(ws: ClientConnection) -> Any:
 
 async def test_control_messages_and_replies(exchange: DemoExchange) -> None:
     async with connect(exchange.ws_url + "/stream") as ws:
-        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade",
-                                                                     "btcusdt@ticker"], "id": 1}))
+        await ws.send(
+            json.dumps(
+                {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "btcusdt@ticker"], "id": 1}
+            )
+        )
         assert await recv(ws) == {"result": None, "id": 1}
         await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
         assert await recv(ws) == {"result": ["btcusdt@ticker", "btcusdt@trade"], "id": 2}
@@ -35,8 +38,10 @@ async def test_control_messages_and_replies(exchange: DemoExchange) -> None:
         assert await recv(ws) == {"result": True, "id": 4}
         await asyncio.sleep(1100 * MS)  # stay under 5 messages a second
         await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@nonsense"], "id": 5}))
-        assert await recv(ws) == {"error": {"code": 2, "msg": "Invalid request: invalid stream"},
-                                  "id": 5}
+        assert await recv(ws) == {
+            "error": {"code": 2, "msg": "Invalid request: invalid stream"},
+            "id": 5,
+        }
         await ws.send(json.dumps({"method": "FROB", "id": 6}))
         reply = await recv(ws)
         assert reply["id"] == 6 and reply["error"]["code"] == 2
@@ -48,8 +53,10 @@ async def test_control_messages_and_replies(exchange: DemoExchange) -> None:
 
 
 async def test_combined_and_raw_payloads(exchange: DemoExchange) -> None:
-    async with connect(exchange.ws_url + "/stream?streams=btcusdt@trade") as combined, \
-            connect(exchange.ws_url + "/ws/btcusdt@trade?timeUnit=MICROSECOND") as raw:
+    async with (
+        connect(exchange.ws_url + "/stream?streams=btcusdt@trade") as combined,
+        connect(exchange.ws_url + "/ws/btcusdt@trade?timeUnit=MICROSECOND") as raw,
+    ):
         async with asyncio.timeout(WAIT):
             while len(exchange.peers) < 2:
                 await asyncio.sleep(5 * MS)
@@ -63,8 +70,13 @@ async def test_combined_and_raw_payloads(exchange: DemoExchange) -> None:
 
 async def test_all_simulated_payloads_have_every_field() -> None:
     async with DemoExchange(trades_per_second=20, ticker_interval=0.2, seed=1) as ex:
-        names = ["ethusdt@trade", "ethusdt@aggTrade", "ethusdt@ticker", "ethusdt@miniTicker",
-                 "ethusdt@bookTicker"]
+        names = [
+            "ethusdt@trade",
+            "ethusdt@aggTrade",
+            "ethusdt@ticker",
+            "ethusdt@miniTicker",
+            "ethusdt@bookTicker",
+        ]
         async with connect(ex.ws_url + "/stream?streams=" + "/".join(names)) as ws:
             seen: dict[str, set[str]] = {}
             async with asyncio.timeout(WAIT):
@@ -97,7 +109,9 @@ async def test_stream_cap_answers_code_4(exchange: DemoExchange) -> None:
 
 
 async def test_refusals_and_shutdown_notice(exchange: DemoExchange) -> None:
-    exchange.refuse_next(1, 451, '{"code":0,"msg":"Service unavailable from a restricted location"}')
+    exchange.refuse_next(
+        1, 451, '{"code":0,"msg":"Service unavailable from a restricted location"}'
+    )
     with pytest.raises(InvalidStatus) as info:
         await connect(exchange.ws_url + "/stream")
     assert info.value.response.status_code == 451
@@ -116,6 +130,10 @@ async def test_rest_exchange_info(exchange: DemoExchange) -> None:
         missing = await client.get("/api/v3/nothing")
     btc = next(s for s in info["symbols"] if s["symbol"] == "BTCUSDT")
     assert btc["status"] == "TRADING" and btc["quoteAsset"] == "USDT"
-    assert {"filterType": "PRICE_FILTER", "minPrice": "0.01000000",
-            "maxPrice": "1000000.00000000", "tickSize": "0.01000000"} in btc["filters"]
+    assert {
+        "filterType": "PRICE_FILTER",
+        "minPrice": "0.01000000",
+        "maxPrice": "1000000.00000000",
+        "tickSize": "0.01000000",
+    } in btc["filters"]
     assert missing.status_code == 404

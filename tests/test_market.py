@@ -19,43 +19,150 @@ from app.market import (
     parse,
 )
 
-TRADE = {"e": "trade", "E": 1735689600123, "s": "BTCUSDT", "t": 4412345678,
-         "p": "93512.01000000", "q": "0.00150000", "T": 1735689600122, "m": False, "M": True}
-TICKER = {"e": "24hrTicker", "E": 1735689600500, "s": "BTCUSDT", "p": "-412.50000000",
-          "P": "-0.439", "w": "93788.12345678", "x": "93924.51000000", "c": "93512.01000000",
-          "Q": "0.00150000", "b": "93512.00000000", "B": "1.20400000", "a": "93512.01000000",
-          "A": "0.31000000", "o": "93924.51000000", "h": "94811.00000000",
-          "l": "92870.10000000", "v": "18234.55120000", "q": "1710222333.12345678",
-          "O": 1735603200500, "C": 1735689600500, "F": 4400000000, "L": 4412345678, "n": 12345679}
+TRADE = {
+    "e": "trade",
+    "E": 1735689600123,
+    "s": "BTCUSDT",
+    "t": 4412345678,
+    "p": "93512.01000000",
+    "q": "0.00150000",
+    "T": 1735689600122,
+    "m": False,
+    "M": True,
+}
+TICKER = {
+    "e": "24hrTicker",
+    "E": 1735689600500,
+    "s": "BTCUSDT",
+    "p": "-412.50000000",
+    "P": "-0.439",
+    "w": "93788.12345678",
+    "x": "93924.51000000",
+    "c": "93512.01000000",
+    "Q": "0.00150000",
+    "b": "93512.00000000",
+    "B": "1.20400000",
+    "a": "93512.01000000",
+    "A": "0.31000000",
+    "o": "93924.51000000",
+    "h": "94811.00000000",
+    "l": "92870.10000000",
+    "v": "18234.55120000",
+    "q": "1710222333.12345678",
+    "O": 1735603200500,
+    "C": 1735689600500,
+    "F": 4400000000,
+    "L": 4412345678,
+    "n": 12345679,
+}
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (TRADE, Frame(None, Trade("BTCUSDT", 1735689600123, 4412345678, "93512.01000000",
-                                  "0.00150000", 1735689600122, False))),
-        ({"stream": "btcusdt@trade", "data": TRADE},
-         Frame("btcusdt@trade", Trade("BTCUSDT", 1735689600123, 4412345678, "93512.01000000",
-                                      "0.00150000", 1735689600122, False))),
-        ({"e": "aggTrade", "E": 5, "s": "BTCUSDT", "a": 3, "p": "1.5", "q": "2", "f": 10,
-          "l": 12, "T": 4, "m": True, "M": True},
-         Frame(None, AggTrade("BTCUSDT", 5, 3, "1.5", "2", 10, 12, 4, True))),
-        (TICKER, Frame(None, Ticker("BTCUSDT", 1735689600500, "93512.01000000", "93924.51000000",
-                                    "94811.00000000", "92870.10000000", "18234.55120000",
-                                    "1710222333.12345678", 4412345678))),
-        ({"e": "24hrMiniTicker", "E": 9, "s": "ETHBTC", "c": "0.036", "o": "0.035", "h": "0.04",
-          "l": "0.03", "v": "10", "q": "0.36"},
-         Frame(None, Ticker("ETHBTC", 9, "0.036", "0.035", "0.04", "0.03", "10", "0.36", None))),
-        ({"u": 400900217, "s": "BNBUSDT", "b": "25.35190000", "B": "31.21000000",
-          "a": "25.36520000", "A": "40.66000000"},
-         Frame(None, BookTicker("BNBUSDT", 400900217, "25.35190000", "31.21000000",
-                                "25.36520000", "40.66000000"))),
-        ({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1770123456789}},
-         Frame("!serverShutdown", ServerShutdown(1770123456789))),
+        (
+            TRADE,
+            Frame(
+                None,
+                Trade(
+                    "BTCUSDT",
+                    1735689600123,
+                    4412345678,
+                    "93512.01000000",
+                    "0.00150000",
+                    1735689600122,
+                    False,
+                ),
+            ),
+        ),
+        (
+            {"stream": "btcusdt@trade", "data": TRADE},
+            Frame(
+                "btcusdt@trade",
+                Trade(
+                    "BTCUSDT",
+                    1735689600123,
+                    4412345678,
+                    "93512.01000000",
+                    "0.00150000",
+                    1735689600122,
+                    False,
+                ),
+            ),
+        ),
+        (
+            {
+                "e": "aggTrade",
+                "E": 5,
+                "s": "BTCUSDT",
+                "a": 3,
+                "p": "1.5",
+                "q": "2",
+                "f": 10,
+                "l": 12,
+                "T": 4,
+                "m": True,
+                "M": True,
+            },
+            Frame(None, AggTrade("BTCUSDT", 5, 3, "1.5", "2", 10, 12, 4, True)),
+        ),
+        (
+            TICKER,
+            Frame(
+                None,
+                Ticker(
+                    "BTCUSDT",
+                    1735689600500,
+                    "93512.01000000",
+                    "93924.51000000",
+                    "94811.00000000",
+                    "92870.10000000",
+                    "18234.55120000",
+                    "1710222333.12345678",
+                    4412345678,
+                ),
+            ),
+        ),
+        (
+            {
+                "e": "24hrMiniTicker",
+                "E": 9,
+                "s": "ETHBTC",
+                "c": "0.036",
+                "o": "0.035",
+                "h": "0.04",
+                "l": "0.03",
+                "v": "10",
+                "q": "0.36",
+            },
+            Frame(None, Ticker("ETHBTC", 9, "0.036", "0.035", "0.04", "0.03", "10", "0.36", None)),
+        ),
+        (
+            {
+                "u": 400900217,
+                "s": "BNBUSDT",
+                "b": "25.35190000",
+                "B": "31.21000000",
+                "a": "25.36520000",
+                "A": "40.66000000",
+            },
+            Frame(
+                None,
+                BookTicker(
+                    "BNBUSDT", 400900217, "25.35190000", "31.21000000", "25.36520000", "40.66000000"
+                ),
+            ),
+        ),
+        (
+            {"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1770123456789}},
+            Frame("!serverShutdown", ServerShutdown(1770123456789)),
+        ),
         ({"result": None, "id": 1}, Reply(1, None)),
         ({"result": ["btcusdt@trade"], "id": 3}, Reply(3, ["btcusdt@trade"])),
-        ({"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 2},
-         Reply(2, None, 2, "Invalid request: invalid stream")),
+        (
+            {"error": {"code": 2, "msg": "Invalid request: invalid stream"}, "id": 2},
+            Reply(2, None, 2, "Invalid request: invalid stream"),
+        ),
     ],
 )
 def test_parse_known_frames(raw: object, expected: object) -> None:
@@ -66,7 +173,7 @@ def test_parse_known_frames(raw: object, expected: object) -> None:
     "raw",
     [
         "not json at all",
-        "{\"e\": \"trade\"",
+        '{"e": "trade"',
         "[1, 2, 3]",
         "null",
         json.dumps({"e": "depthUpdate", "E": 1, "s": "X"}),  # a type we do not read
@@ -90,8 +197,9 @@ def _trade(trade_id: int, price: str, event_time: int = 1000) -> Trade:
 
 
 def _ticker(event_time: int, last: str, last_trade_id: int | None = 10) -> Ticker:
-    return Ticker("BTCUSDT", event_time, last, "100.00", "120.00", "90.00", "5", "500.5",
-                  last_trade_id)
+    return Ticker(
+        "BTCUSDT", event_time, last, "100.00", "120.00", "90.00", "5", "500.5", last_trade_id
+    )
 
 
 def test_quote_moves_with_trades_and_remembers_direction() -> None:
@@ -115,8 +223,13 @@ def test_quote_ignores_duplicates_and_out_of_order_trades() -> None:
 def test_ticker_fills_24h_figures_and_price_only_when_newer() -> None:
     q = Quote("BTCUSDT").with_ticker(_ticker(1000, "105.00", last_trade_id=10))
     assert q is not None
-    assert (q.price, q.open, q.high, q.low, q.quote_volume) == ("105.00", "100.00", "120.00",
-                                                                "90.00", "500.5")
+    assert (q.price, q.open, q.high, q.low, q.quote_volume) == (
+        "105.00",
+        "100.00",
+        "120.00",
+        "90.00",
+        "500.5",
+    )
     assert q.change() == ("5.00", "5.00")
     q = q.with_trade(_trade(11, "106.00", 1100))
     assert q is not None

@@ -48,14 +48,30 @@ def test_format_signed_volume_clock() -> None:
     assert format_clock(1735689600123) == "00:00:00 UTC"
 
 
-QUOTE = Quote("BTCUSDT", price="93512.01000000", event_time=1735689600123, trade_id=4,
-              direction="up", changed=True, open="93924.51000000", high="94811.00000000",
-              low="92870.10000000", volume="1", quote_volume="1710222333.12345678")
+QUOTE = Quote(
+    "BTCUSDT",
+    price="93512.01000000",
+    event_time=1735689600123,
+    trade_id=4,
+    direction="up",
+    changed=True,
+    open="93924.51000000",
+    high="94811.00000000",
+    low="92870.10000000",
+    volume="1",
+    quote_volume="1710222333.12345678",
+)
 
 
 def render(quote: Quote, **context: object) -> str:
-    values = {"stale": False, "demo": False, "decimals": 2, "quote_asset": "USDT",
-              "link": "/?symbols=BTCUSDT", "link_target": None}
+    values = {
+        "stale": False,
+        "demo": False,
+        "decimals": 2,
+        "quote_asset": "USDT",
+        "link": "/?symbols=BTCUSDT",
+        "link_target": None,
+    }
     values.update(context)
     return Renderer().fragment("quote", quote=quote, **values)
 
@@ -94,7 +110,8 @@ def test_loading_and_no_data_states() -> None:
 
 def test_demo_badge_only_in_demo() -> None:
     assert [e.text for e in parse_html(render(QUOTE, demo=True)) if "badge-demo" in e.classes] == [
-        "DEMO"]
+        "DEMO"
+    ]
     assert not [e for e in parse_html(render(QUOTE)) if "badge-demo" in e.classes]
 
 
@@ -105,6 +122,8 @@ def test_fragment_escapes_what_it_shows() -> None:
 
 
 def test_sse_event_encoding() -> None:
-    assert sse_event("price-BTCUSDT", "<p>x</p>") == b"event: price-BTCUSDT\r\ndata: <p>x</p>\r\n\r\n"
+    assert (
+        sse_event("price-BTCUSDT", "<p>x</p>") == b"event: price-BTCUSDT\r\ndata: <p>x</p>\r\n\r\n"
+    )
     with pytest.raises(AssertionError):
         sse_event("x", "two\nlines")
