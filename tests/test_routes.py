@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import time
 
 import httpx
@@ -252,3 +253,35 @@ async def test_shutdown_ends_open_streams_promptly(exchange: DemoExchange) -> No
                 await s.__aexit__(None, None, None)
         elapsed = time.monotonic() - started
     assert elapsed < 2.0 + 1000 * MS
+
+
+async def test_starts_without_the_symbol_list_and_says_so(exchange: DemoExchange) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening
+        settings = settings_for(exchange, rest=nowhere)
+        async with (
+            run_server(settings) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+        ):
+            health = (await http.get("/healthz")).json()
+            assert health["status"] == "degraded"
+            assert health["symbols"]["source"] == "format-only"
+            assert "ConnectError" in health["symbols"]["last_error"]
+            # Checked by format only: any well-formed name passes, a malformed one does not.
+            assert (await http.get("/embed/NEWCOINUSDT")).status_code == 200
+            assert (await http.get("/fragment/NEW-COIN")).status_code == 400
+
+
+async def test_keepalive_comments_flow_on_a_quiet_stream(exchange: DemoExchange) -> None:
+    async with (
+        run_server(settings_for(exchange, sse_ping=0.2)) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+    ):
+        async with http.stream("GET", "/sse?symbols=BTCUSDT") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["cache-control"] == "no-store"
+            lines = response.aiter_lines()
+            async with asyncio.timeout(WAIT):
+                while not (await anext(lines)).startswith(": ping"):
+                    pass
