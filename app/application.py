@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> Starlette:
             # Leaving the stack: hub (viewers, then upstream), refresher, demo exchange.
 
     return Starlette(
-        routes=routes(),
+        routes=routes(settings),
         lifespan=lifespan,
         exception_handlers={HTTPException: not_found},
     )

@@ -8,11 +8,14 @@ dict), and the CLI builds its flags from the same field list, so a setting, its 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "PRICESTREAM_"
+# scheme://host[:port], as browsers send it in the Origin header.
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -20,8 +23,8 @@ class SettingsError(ValueError):
     """A setting's value cannot be used; the message names the setting."""
 
 
-def _setting(default: Any, help: str, *, flag: str | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "flag": flag})
+def _setting(default: Any, help: str, *, upper: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "upper": upper})
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Settings:
     symbols: tuple[str, ...] = _setting(
         ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"),
         "the watchlist shown at / (comma-separated)",
+        upper=True,
     )
     upstream: str = _setting(
         "wss://stream.binance.com:9443",
@@ -77,6 +81,15 @@ class Settings:
     shutdown_timeout: float = _setting(
         1.0, "seconds open connections get to close at shutdown before they are cut"
     )
+    public_url: str = _setting(
+        "", "our address as other sites reach it, for embed snippets (default: as requested)"
+    )
+    frame_ancestors: tuple[str, ...] = _setting(
+        ("*",), "origins that may show /embed pages in a frame (comma-separated; * for any)"
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        ("*",), "origins whose pages may read /sse and /fragment (comma-separated; * for any)"
+    )
 
     def __post_init__(self) -> None:
         if self.log_level not in LOG_LEVELS:
@@ -92,6 +105,16 @@ class Settings:
             # Binance closes a connection past 5 incoming messages a second, and our pings
             # count too; 4 keeps a margin for them and for clock jitter.
             raise SettingsError("control_rate must be at most 4 (Binance allows 5, pings included)")
+        for name in ("frame_ancestors", "cors_origins"):
+            for origin in getattr(self, name):
+                if origin != "*" and not _ORIGIN.fullmatch(origin):
+                    raise SettingsError(
+                        f"{name}: {origin!r} is not an origin like https://example.com"
+                    )
+        if self.public_url and not _ORIGIN.fullmatch(self.public_url.rstrip("/")):
+            raise SettingsError(
+                f"public_url: {self.public_url!r} is not like https://prices.example.com"
+            )
         if self.max_symbols < 1 or self.streams_per_connection < 2:
             raise SettingsError("max_symbols and streams_per_connection must be positive")
 
@@ -125,7 +148,8 @@ def parse_value(f: dataclasses.Field[Any], raw: str, *, source: str) -> Any:
                 return False
             raise ValueError(raw)
         if kind is tuple:
-            return tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+            items = (s.strip() for s in raw.split(","))
+            return tuple(s.upper() if f.metadata["upper"] else s for s in items if s)
         if kind is str and f.name == "log_level":
             return raw.strip().lower()
         return kind(raw)

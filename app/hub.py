@@ -236,8 +236,6 @@ class Hub:
             demo=self.settings.demo,
             decimals=info.decimals if info else None,
             quote_asset=info.quote if info else "",
-            link=f"/?symbols={symbol}",
-            link_target=None,
         )
         data = sse_event(price_event(symbol), entry.html)
         self.frames[price_event(symbol)] = data

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import urlencode
 
 import anyio
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -27,9 +28,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app.config import Settings
-from app.hub import Hub, Subscriber
-from app.render import Renderer, resource_dir
-from app.symbols import SymbolDirectory, SymbolError
+from app.embeds import builder, embed
+from app.hub import Subscriber
+from app.pages import directory_of, error_page, hub_of, page, renderer_of, settings_of
+from app.render import resource_dir
+from app.symbols import SymbolError
 
 logger = logging.getLogger(__name__)
 
@@ -39,37 +42,6 @@ FRAGMENT_WAIT = 3.0
 SSE_SEND_TIMEOUT = 30.0
 # At shutdown, how long a stream gets to end by itself before sse-starlette cancels it.
 SHUTDOWN_GRACE = 0.5
-
-
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.state.hub
-    return hub
-
-
-def _directory(request: Request) -> SymbolDirectory:
-    directory: SymbolDirectory = request.state.directory
-    return directory
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
-
-
-def _renderer(request: Request) -> Renderer:
-    renderer: Renderer = request.state.renderer
-    return renderer
-
-
-def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    html = _renderer(request).page(
-        name, demo=_settings(request).demo, static=lambda path: f"/static/{path}", **context
-    )
-    return HTMLResponse(html, status_code=status_code)
-
-
-def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
-    return page(request, "error", status, status=status, title=title, message=message)
 
 
 def _sse_url(symbols: tuple[str, ...]) -> str:
@@ -82,7 +54,7 @@ def _board_url(symbols: tuple[str, ...]) -> str:
 
 async def board(request: Request) -> Response:
     """The watchlist. `?symbols=` picks it; the form's `add` field redirects to the longer list."""
-    directory, settings = _directory(request), _settings(request)
+    directory, settings = directory_of(request), settings_of(request)
     try:
         symbols = directory.check_list(
             request.query_params.get("symbols"), default=settings.symbols
@@ -98,7 +70,7 @@ async def board(request: Request) -> Response:
             error = str(exc)
         else:
             return RedirectResponse(_board_url(wanted), status_code=303)
-    hub = _hub(request)
+    hub = hub_of(request)
     items = []
     for symbol in symbols:
         others = tuple(s for s in symbols if s != symbol)
@@ -121,10 +93,10 @@ async def board(request: Request) -> Response:
 async def sse(request: Request) -> Response:
     """One event stream for every symbol of a page: a snapshot at once, then every change."""
     try:
-        symbols = _directory(request).check_list(request.query_params.get("symbols"))
+        symbols = directory_of(request).check_list(request.query_params.get("symbols"))
     except SymbolError as exc:
         return PlainTextResponse(str(exc), status_code=400)
-    hub, settings = _hub(request), _settings(request)
+    hub, settings = hub_of(request), settings_of(request)
     shutdown = anyio.Event()
     viewer: list[Subscriber] = []
 
@@ -160,37 +132,23 @@ async def sse(request: Request) -> Response:
 
 
 async def fragment(request: Request) -> Response:
+    if request.method == "OPTIONS":  # not a CORS preflight (the middleware answers those)
+        return Response(status_code=204, headers={"Allow": "GET, HEAD, OPTIONS"})
     try:
-        symbol = _directory(request).check(request.path_params["symbol"])
+        symbol = directory_of(request).check(request.path_params["symbol"])
     except SymbolError as exc:
         return PlainTextResponse(str(exc), status_code=400)
-    html = await _hub(request).fragment(symbol, wait=FRAGMENT_WAIT)
+    html = await hub_of(request).fragment(symbol, wait=FRAGMENT_WAIT)
     return HTMLResponse(html)
 
 
-async def embed(request: Request) -> Response:
-    try:
-        symbol = _directory(request).check(request.path_params["symbol"])
-    except SymbolError as exc:
-        return error_page(request, 400, "Bad symbol", str(exc))
-    hub = _hub(request)
-    return page(
-        request,
-        "embed",
-        html=await hub.fragment(symbol),
-        symbol=symbol,
-        sse_url=_sse_url((symbol,)),
-        status_html=hub.status_html,
-    )
-
-
 async def healthz(request: Request) -> Response:
-    health = _hub(request).health()
+    health = hub_of(request).health()
     return JSONResponse(health, status_code=503 if health["status"] == "down" else 200)
 
 
 async def debug(request: Request) -> Response:
-    html = _renderer(request).fragment("debug", health=_hub(request).health())
+    html = renderer_of(request).fragment("debug", health=hub_of(request).health())
     return HTMLResponse(html)
 
 
@@ -203,12 +161,32 @@ async def not_found(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{exc.status_code}: {exc.detail}", status_code=exc.status_code)
 
 
-def routes() -> list[Route | Mount]:
+def routes(settings: Settings) -> list[Route | Mount]:
+    # Other sites' pages may read the stream and the fragments (the htmx way of embedding).
+    # Without credentials: our prices are public and we keep no cookies, so "*" is safe.
+    cors = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET"],
+            allow_headers=[
+                "Last-Event-ID",
+                "HX-Request",
+                "HX-Current-URL",
+                "HX-Target",
+                "HX-Trigger",
+            ],
+            max_age=3600,
+        )
+    ]
     return [
         Route("/", board),
-        Route("/sse", sse),
-        Route("/fragment/{symbol}", fragment),
-        Route("/embed/{symbol}", embed),
+        Route("/sse", sse, middleware=cors),
+        # OPTIONS too: htmx's hx-get sends HX-* headers, so a cross-site fetch is preflighted,
+        # and the CORS middleware must see the preflight before the method check refuses it.
+        Route("/fragment/{symbol}", fragment, methods=["GET", "OPTIONS"], middleware=cors),
+        Route("/embed", builder),
+        Route("/embed/{symbols}", embed),
         Route("/healthz", healthz),
         Route("/debug", debug),
         Mount("/static", StaticFiles(directory=resource_dir("static")), name="static"),

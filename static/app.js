@@ -24,3 +24,27 @@
     if (el) el.dataset.conn = "down";
   });
 })();
+
+// Copy buttons of the embed builder: <button data-copy="ID"> copies the text of element ID.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (evt) {
+    var button = evt.target.closest && evt.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.getElementById(button.dataset.copy);
+    if (!source) return;
+    var done = function () {
+      var note = document.createElement("span");
+      note.className = "copied";
+      note.textContent = "Copied";
+      button.after(note);
+      setTimeout(function () { note.remove(); }, 1500);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(source.value || source.textContent).then(done);
+    } else {
+      source.select();
+      if (document.execCommand("copy")) done();
+    }
+  });
+})();

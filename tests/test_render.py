@@ -84,40 +84,40 @@ def test_fragment_carries_the_contract_attributes_on_one_line() -> None:
     assert article.attrs["data-symbol"] == "BTCUSDT"
     assert article.attrs["data-price"] == "93512.01000000"
     assert article.attrs["data-event-time"] == "1735689600123"
-    assert article.classes == {"quote", "up", "flash-up"}
-    price = next(e for e in parse_html(html) if "price" in (e.attrs.get("class") or "").split())
+    assert article.classes == {"ps-quote", "up", "flash-up"}
+    price = next(e for e in parse_html(html) if "ps-value" in e.classes)
     assert price.text == "93,512.01"
-    change = next(e for e in parse_html(html) if "stat-change" in e.classes)
-    assert change.classes == {"stat", "stat-change", "neg"}
+    change = next(e for e in parse_html(html) if "ps-change" in e.classes)
+    assert change.classes == {"ps-stat", "ps-change", "ps-neg"}
     assert change.text == "24h\u2212412.50 (\u22120.44%)"
 
 
 def test_stale_fragment_greys_out_and_says_as_of_when() -> None:
     html = render(QUOTE, stale=True)
     assert "stale" in root(html).classes
-    badge = next(e for e in parse_html(html) if "badge-stale" in e.classes)
+    badge = next(e for e in parse_html(html) if "ps-asof" in e.classes)
     assert badge.text == "as of 00:00:00 UTC"
 
 
 def test_loading_and_no_data_states() -> None:
     loading = render(Quote("ETHUSDT"))
-    assert root(loading).classes == {"quote", "loading"}
+    assert root(loading).classes == {"ps-quote", "loading"}
     assert "data-price" not in root(loading).attrs
-    assert [e.text for e in parse_html(loading) if "quote-loading" in e.classes] == ["Loading…"]
+    assert [e.text for e in parse_html(loading) if "ps-loading" in e.classes] == ["Loading…"]
     failed = render(Quote("ETHUSDT"), stale=True)
-    assert [e.text for e in parse_html(failed) if "quote-error" in e.classes] == ["No data yet"]
+    assert [e.text for e in parse_html(failed) if "ps-error" in e.classes] == ["No data yet"]
 
 
 def test_demo_badge_only_in_demo() -> None:
-    assert [e.text for e in parse_html(render(QUOTE, demo=True)) if "badge-demo" in e.classes] == [
+    assert [e.text for e in parse_html(render(QUOTE, demo=True)) if "ps-demo" in e.classes] == [
         "DEMO"
     ]
-    assert not [e for e in parse_html(render(QUOTE)) if "badge-demo" in e.classes]
+    assert not [e for e in parse_html(render(QUOTE)) if "ps-demo" in e.classes]
 
 
 def test_fragment_escapes_what_it_shows() -> None:
-    html = render(Quote("<B&>"), link="/?symbols=<B&>")
-    assert "<B&>" not in html
+    html = render(Quote("<B&>"), quote_asset="<U>")
+    assert "<B&>" not in html and "<U>" not in html
     assert root(html).attrs["data-symbol"] == "<B&>"
 
 

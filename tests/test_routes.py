@@ -48,7 +48,7 @@ async def test_board_wires_one_connection_for_every_symbol(http: httpx.AsyncClie
         "/static/vendor/htmx-ext-sse-2.2.4.js",
         "/static/app.js",
     ]
-    assert not [e for e in parse_html(html) if "badge-demo" in e.classes]
+    assert not [e for e in parse_html(html) if "badge-demo" in e.classes or "ps-demo" in e.classes]
 
 
 async def test_symbols_query_and_the_add_remove_form(http: httpx.AsyncClient) -> None:
@@ -220,7 +220,7 @@ async def test_demo_mode_labels_every_price() -> None:
         httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
     ):
         page = await http.get("/")
-        assert [e.text for e in parse_html(page.text) if "badge-big" in e.classes] == [
+        assert [e.text for e in parse_html(page.text) if "badge-demo" in e.classes] == [
             "DEMO · simulated prices"
         ]
         assert "DEMO" in page.text.split("<title>")[1].split("</title>")[0]
@@ -228,9 +228,9 @@ async def test_demo_mode_labels_every_price() -> None:
             live = await events.until(
                 lambda e: e.event == "price-BTCUSDT" and "data-price" in e.data
             )
-        assert [e.text for e in parse_html(live.data) if "badge-demo" in e.classes] == ["DEMO"]
+        assert [e.text for e in parse_html(live.data) if "ps-demo" in e.classes] == ["DEMO"]
         embed = await http.get("/embed/BTCUSDT")
-        assert [e.text for e in parse_html(embed.text) if "badge-demo" in e.classes] == ["DEMO"]
+        assert [e.text for e in parse_html(embed.text) if "ps-demo" in e.classes] == ["DEMO"]
         health = (await http.get("/healthz")).json()
         assert health["demo"] is True
 

@@ -1,0 +1,91 @@
+"""Page responses: the lifespan objects a request needs, and HTML pages with their headers.
+
+Every page goes out with a Content-Security-Policy that allows no inline or evaluated script
+(htmx runs from our own files, app.js handles the little the pages need), `nosniff` and a
+referrer policy. Only embed pages may be framed by other sites, and only by the origins in
+`frame_ancestors`; every other page may be framed by ourselves alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from app.config import Settings
+from app.hub import Hub
+from app.render import Renderer
+from app.symbols import SymbolDirectory
+
+_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors {ancestors}"
+)
+
+
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.state.hub
+    return hub
+
+
+def directory_of(request: Request) -> SymbolDirectory:
+    directory: SymbolDirectory = request.state.directory
+    return directory
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+def renderer_of(request: Request) -> Renderer:
+    renderer: Renderer = request.state.renderer
+    return renderer
+
+
+def public_base(request: Request) -> str:
+    """Our address as other sites should use it in snippets: the setting, else as requested."""
+    configured = settings_of(request).public_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+def security_headers(settings: Settings, *, frameable: bool) -> dict[str, str]:
+    if frameable:
+        ancestors = " ".join(("'self'", *settings.frame_ancestors))
+        if "*" in settings.frame_ancestors:
+            ancestors = "*"
+    else:
+        ancestors = "'self'"
+    headers = {
+        "Content-Security-Policy": _POLICY.format(ancestors=ancestors),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+    }
+    if not frameable:
+        headers["X-Frame-Options"] = "SAMEORIGIN"  # for browsers that predate frame-ancestors
+    return headers
+
+
+def page(
+    request: Request,
+    name: str,
+    status_code: int = 200,
+    *,
+    frameable: bool = False,
+    **context: Any,
+) -> HTMLResponse:
+    """Render `pages/<name>.html` with what every page needs, and our security headers."""
+    settings = settings_of(request)
+    context.setdefault("theme", "auto")
+    html = renderer_of(request).page(
+        name, demo=settings.demo, static=lambda path: f"/static/{path}", **context
+    )
+    return HTMLResponse(
+        html, status_code=status_code, headers=security_headers(settings, frameable=frameable)
+    )
+
+
+def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    return page(request, "error", status, status=status, title=title, message=message)
