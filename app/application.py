@@ -39,6 +39,8 @@ def create_app(settings: Settings) -> Starlette:
             effective = settings
             if settings.demo:
                 demo = await stack.enter_async_context(DemoExchange())
+                # Reachable from outside (the browser tests drive its faults through it).
+                app.state.demo_exchange = demo
                 effective = settings.replace(upstream=demo.ws_url, rest=demo.rest_url)
                 logger.warning(
                     "DEMO mode: prices are simulated by a local exchange at %s", demo.ws_url

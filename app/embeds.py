@@ -20,7 +20,7 @@ from app.symbols import SymbolError
 THEMES = ("auto", "light", "dark")
 MAX_LINK_LENGTH = 2000
 # Rough heights of one row of cards, for the iframe snippet's suggested height (px).
-ROW_HEIGHT = {False: 142, True: 84}
+ROW_HEIGHT = {False: 150, True: 84}
 CARDS_PER_ROW = 3
 
 

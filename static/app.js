@@ -40,11 +40,16 @@
       button.after(note);
       setTimeout(function () { note.remove(); }, 1500);
     };
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(source.value || source.textContent).then(done);
-    } else {
+    var text = source.value || source.textContent;
+    var fallback = function () {
+      // Older browsers, plain-HTTP pages and denied permissions: copy the selection instead.
       source.select();
       if (document.execCommand("copy")) done();
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, fallback);
+    } else {
+      fallback();
     }
   });
 })();

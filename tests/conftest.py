@@ -193,3 +193,9 @@ def find(html: str, **attrs: str) -> list[Element]:
         for e in parse_html(html)
         if all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
     ]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API keeps an event loop of its own in the main
+    thread for the session, and the asyncio tests cannot start theirs beside it."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
