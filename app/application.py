@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from app.config import Settings
 from app.demo import DemoExchange
 from app.hub import Hub
+from app.limits import ViewerLimits
 from app.render import Renderer
 from app.routes import not_found, routes
 from app.symbols import SymbolDirectory
@@ -53,7 +54,14 @@ def create_app(settings: Settings) -> Starlette:
             refresher = asyncio.create_task(directory.run(), name="symbol-refresh")
             stack.push_async_callback(_cancel, refresher)
             hub = await stack.enter_async_context(Hub(effective, directory, renderer))
-            yield {"hub": hub, "directory": directory, "settings": effective, "renderer": renderer}
+            limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
+            yield {
+                "hub": hub,
+                "directory": directory,
+                "settings": effective,
+                "renderer": renderer,
+                "limits": limits,
+            }
             # Leaving the stack: hub (viewers, then upstream), refresher, demo exchange.
 
     return Starlette(

@@ -41,6 +41,9 @@ DEBOUNCE = 0.05
 RESUBSCRIBE_BACKOFFS = 5
 # A replacement link (rotation) must deliver data within this time, or we cut over anyway.
 ROTATION_READY_TIMEOUT = 10.0
+# Streams Binance sends every second whatever the market does (shared/binance-streams.md 4.14);
+# silence on one of them, while the link carries other data, means the subscription is stuck.
+STEADY_STREAMS = ("@ticker", "@miniTicker")
 # Failures in a row after which the state reads "down" rather than "reconnecting".
 DOWN_AFTER_FAILURES = 3
 
@@ -112,14 +115,16 @@ class _Pacer:
     def __init__(self, rate: float) -> None:
         self.interval = 1.0 / rate
         self.next_slot = 0.0
+        self._lock = asyncio.Lock()  # two tasks of one link may send; they take turns
 
     async def wait(self) -> None:
-        now = time.monotonic()
-        if self.next_slot > now:
-            await asyncio.sleep(self.next_slot - now)
-        # Measured from when we actually go, not from the plan: a late send must not let the
-        # next one follow it too closely.
-        self.next_slot = time.monotonic() + self.interval
+        async with self._lock:
+            now = time.monotonic()
+            if self.next_slot > now:
+                await asyncio.sleep(self.next_slot - now)
+            # Measured from when we actually go, not from the plan: a late send must not let
+            # the next one follow it too closely.
+            self.next_slot = time.monotonic() + self.interval
 
 
 class _Link:
@@ -138,7 +143,9 @@ class _Link:
         self.opened = time.monotonic()
         self.rotate_at = self.opened + shard.rotate_after
         self.last_data = self.opened
+        self.stream_seen: dict[str, float] = {}  # stream -> last data, or when it was subscribed
         self.retry_failed_at: float | None = None
+        self.pacer = _Pacer(self.settings.control_rate)
 
     async def run(self) -> None:
         """Serve until the connection ends; raises what ended it (ConnectionClosed, _StallError)."""
@@ -168,6 +175,8 @@ class _Link:
                 self.notice.set()
             else:
                 self.last_data = time.monotonic()
+                if item.stream is not None:
+                    self.stream_seen[item.stream] = self.last_data
                 if not self.first_data.is_set():
                     self.first_data.set()
                     self.shard.delivering()
@@ -197,7 +206,6 @@ class _Link:
 
     async def _sync(self) -> None:
         """Bring this link's subscriptions to the shard's wanted set, in paced batches."""
-        pacer = _Pacer(self.settings.control_rate)
         while True:
             await self.changed.wait()
             self.changed.clear()
@@ -215,30 +223,54 @@ class _Link:
             ):
                 ordered = sorted(names)
                 for i in range(0, len(ordered), NAMES_PER_MESSAGE):
-                    batch = ordered[i : i + NAMES_PER_MESSAGE]
-                    await pacer.wait()
-                    await self._send(method, batch)
+                    await self._send(method, ordered[i : i + NAMES_PER_MESSAGE])
 
     async def _send(self, method: str, names: list[str]) -> None:
+        """Send one control message, paced: every one counts against Binance's 5 a second."""
+        await self.pacer.wait()
         rid = next(self.shard.upstream.ids)
         self.pending[rid] = (method, names)
+        now = time.monotonic()
         if method == "SUBSCRIBE":
             if not self.sent:
                 # Silence is measured from when we first asked for something.
-                self.last_data = time.monotonic()
+                self.last_data = now
             self.sent.update(names)
+            self.stream_seen.update(dict.fromkeys(names, now))
         else:
             self.sent.difference_update(names)
+            for name in names:
+                self.stream_seen.pop(name, None)
         logger.debug("upstream %s: %s %s", self.shard.name, method, names)
         await self.ws.send(json.dumps({"method": method, "params": names, "id": rid}))
 
     async def _watch(self) -> None:
-        """Replace a link that is open but silent (pings alone do not prove data flows)."""
+        """Replace a link that is open but silent (pings alone do not prove data flows), and
+        resubscribe a once-a-second stream that went quiet while the rest of the link flows."""
         limit = self.settings.stall_timeout
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
-            if self.sent and time.monotonic() - self.last_data > limit:
+            now = time.monotonic()
+            if self.sent and now - self.last_data > limit:
                 raise _StallError(f"no data for {limit:g} s")
+            stuck = [
+                s
+                for s, seen in self.stream_seen.items()
+                if now - seen > limit and s.endswith(STEADY_STREAMS)
+            ]
+            if stuck:
+                logger.warning(
+                    "upstream %s: %s silent for %g s while others flow; resubscribing",
+                    self.shard.name,
+                    ", ".join(sorted(stuck)),
+                    limit,
+                )
+                self.shard.upstream.resubscribes += len(stuck)
+                # Forget them, so the sync loop unsubscribes nothing and subscribes them anew.
+                for name in stuck:
+                    self.stream_seen[name] = now
+                await self._send("UNSUBSCRIBE", sorted(stuck))
+                self.changed.set()
 
 
 class _Shard:
@@ -461,6 +493,7 @@ class Upstream:
         self.shards: list[_Shard] = []
         self.reconnects = 0
         self.rotations = 0
+        self.resubscribes = 0
         self.bad_frames = 0
         self.last_error: str | None = None
         self.last_message: float | None = None  # monotonic time of the last data frame

@@ -52,6 +52,10 @@ class Settings:
     log_level: str = _setting("info", "debug, info, warning or error")
 
     max_symbols: int = _setting(50, "most symbols one page or SSE connection may ask for")
+    max_streams_per_client: int = _setting(
+        20, "most open SSE streams from one client address (answered 429 past it)"
+    )
+    max_viewers: int = _setting(10000, "most open SSE streams in all (answered 503 past it)")
     grace_period: float = _setting(
         30.0, "seconds a symbol stays subscribed upstream after its last viewer leaves"
     )
@@ -115,8 +119,11 @@ class Settings:
             raise SettingsError(
                 f"public_url: {self.public_url!r} is not like https://prices.example.com"
             )
-        if self.max_symbols < 1 or self.streams_per_connection < 2:
-            raise SettingsError("max_symbols and streams_per_connection must be positive")
+        for name in ("max_symbols", "max_streams_per_client", "max_viewers"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        if self.streams_per_connection < 2:
+            raise SettingsError("streams_per_connection must be at least 2")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

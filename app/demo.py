@@ -108,6 +108,8 @@ class DemoExchange:
         self.connection_attempts = 0
         self.stalled = False
         self.failing_subscribes = 0
+        self.muted: set[str] = set()
+        self.close_codes: list[int | None] = []  # how each finished connection was closed
         self._refusals: deque[_Refusal] = deque()
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -169,6 +171,8 @@ class DemoExchange:
     def publish(self, stream: str, payload: dict[str, Any] | list[Any]) -> int:
         """Send `payload` on `stream` to its subscribers (ignores `stall`); returns how many."""
         sent = 0
+        if stream in self.muted:
+            return 0
         for peer in list(self.peers):
             if stream in peer.streams:
                 self._send(peer, stream, payload)
@@ -219,6 +223,10 @@ class DemoExchange:
     def fail_next_subscribes(self, count: int = 1) -> None:
         """Answer the next `count` SUBSCRIBE requests with an error reply (code 2)."""
         self.failing_subscribes += count
+
+    def mute(self, stream: str, on: bool = True) -> None:
+        """Silence (or restore) one stream while every other keeps flowing."""
+        (self.muted.add if on else self.muted.discard)(stream)
 
     def stall(self, on: bool = True) -> None:
         """Stop (or resume) all data while connections stay open and pings are answered."""
@@ -284,6 +292,7 @@ class DemoExchange:
             pass
         finally:
             self.peers.remove(peer)
+            self.close_codes.append(ws.close_code)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer

@@ -318,6 +318,7 @@ class Hub:
                 ],
                 "reconnects": up.reconnects,
                 "rotations": up.rotations,
+                "resubscribes": up.resubscribes,
                 "bad_frames": up.bad_frames,
                 "last_error": up.last_error,
                 "last_message_age": age,

@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse
 
 from app.config import Settings
 from app.hub import Hub
+from app.limits import ViewerLimits
 from app.render import Renderer
 from app.symbols import SymbolDirectory
 
@@ -43,6 +44,11 @@ def settings_of(request: Request) -> Settings:
 def renderer_of(request: Request) -> Renderer:
     renderer: Renderer = request.state.renderer
     return renderer
+
+
+def limits_of(request: Request) -> ViewerLimits:
+    limits: ViewerLimits = request.state.limits
+    return limits
 
 
 def public_base(request: Request) -> str:

@@ -8,7 +8,8 @@ program is). The hub and the directory come from the lifespan state.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import anyio
@@ -26,11 +27,13 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.embeds import builder, embed
 from app.hub import Subscriber
-from app.pages import directory_of, error_page, hub_of, page, renderer_of, settings_of
+from app.limits import RETRY_AFTER
+from app.pages import directory_of, error_page, hub_of, limits_of, page, renderer_of, settings_of
 from app.render import resource_dir
 from app.symbols import SymbolError
 
@@ -96,7 +99,13 @@ async def sse(request: Request) -> Response:
         symbols = directory_of(request).check_list(request.query_params.get("symbols"))
     except SymbolError as exc:
         return PlainTextResponse(str(exc), status_code=400)
-    hub, settings = hub_of(request), settings_of(request)
+    hub, settings, limits = hub_of(request), settings_of(request), limits_of(request)
+    client = request.client.host if request.client else "unknown"
+    refusal = limits.acquire(client)
+    if refusal is not None:
+        return PlainTextResponse(
+            refusal.message, status_code=refusal.status, headers={"Retry-After": str(RETRY_AFTER)}
+        )
     shutdown = anyio.Event()
     viewer: list[Subscriber] = []
 
@@ -121,7 +130,8 @@ async def sse(request: Request) -> Response:
         for sub in viewer:
             sub.close()
 
-    return EventSourceResponse(
+    return _CountedStream(
+        lambda: limits.release(client),
         stream(),
         ping=settings.sse_ping,
         send_timeout=SSE_SEND_TIMEOUT,
@@ -129,6 +139,20 @@ async def sse(request: Request) -> Response:
         shutdown_grace_period=SHUTDOWN_GRACE,
         data_sender_callable=end_on_shutdown,
     )
+
+
+class _CountedStream(EventSourceResponse):
+    """An event stream that gives its place back when it ends, however it ends."""
+
+    def __init__(self, on_close: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 async def fragment(request: Request) -> Response:
