@@ -55,6 +55,8 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(_cancel, refresher)
             hub = await stack.enter_async_context(Hub(effective, directory, renderer))
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
+            # Also on app.state, for tests and tools that look inside a running server.
+            app.state.hub, app.state.limits = hub, limits
             yield {
                 "hub": hub,
                 "directory": directory,

@@ -14,7 +14,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.pages import directory_of, error_page, hub_of, page, public_base
+from app.pages import directory_of, echo, error_page, hub_of, page, public_base
 from app.symbols import SymbolError
 
 THEMES = ("auto", "light", "dark")
@@ -119,7 +119,7 @@ async def builder(request: Request) -> Response:
         "builder",
         400 if error else 200,
         error=error,
-        raw_symbols=raw_symbols,
+        raw_symbols=echo(raw_symbols, 600),
         options=options,
         symbols=symbols,
         base=base,

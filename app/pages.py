@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from app.config import Settings
 from app.hub import Hub
@@ -90,6 +90,20 @@ def page(
     )
     return HTMLResponse(
         html, status_code=status_code, headers=security_headers(settings, frameable=frameable)
+    )
+
+
+def echo(text: str | None, limit: int) -> str:
+    """User input shown back in a form field: printable characters only, and not too much."""
+    return "".join(ch for ch in (text or "") if ch.isprintable())[:limit]
+
+
+def plain_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """An error for programs: the sentence as text/plain, never to be sniffed as HTML."""
+    return PlainTextResponse(
+        message,
+        status_code=status,
+        headers={"X-Content-Type-Options": "nosniff", **(headers or {})},
     )
 
 

@@ -33,7 +33,17 @@ from app.config import Settings
 from app.embeds import builder, embed
 from app.hub import Subscriber
 from app.limits import RETRY_AFTER
-from app.pages import directory_of, error_page, hub_of, limits_of, page, renderer_of, settings_of
+from app.pages import (
+    directory_of,
+    echo,
+    error_page,
+    hub_of,
+    limits_of,
+    page,
+    plain_error,
+    renderer_of,
+    settings_of,
+)
 from app.render import resource_dir
 from app.symbols import SymbolError
 
@@ -87,7 +97,7 @@ async def board(request: Request) -> Response:
         symbols=symbols,
         items=items,
         error=error,
-        add_value=add if error else "",
+        add_value=echo(add, 40) if error else "",
         sse_url=_sse_url(symbols),
         status_html=hub.status_html,
     )
@@ -98,7 +108,7 @@ async def sse(request: Request) -> Response:
     try:
         symbols = directory_of(request).check_list(request.query_params.get("symbols"))
     except SymbolError as exc:
-        return PlainTextResponse(str(exc), status_code=400)
+        return plain_error(400, str(exc))
     hub, settings, limits = hub_of(request), settings_of(request), limits_of(request)
     client = request.client.host if request.client else "unknown"
     refusal = limits.acquire(client)
@@ -161,7 +171,7 @@ async def fragment(request: Request) -> Response:
     try:
         symbol = directory_of(request).check(request.path_params["symbol"])
     except SymbolError as exc:
-        return PlainTextResponse(str(exc), status_code=400)
+        return plain_error(400, str(exc))
     html = await hub_of(request).fragment(symbol, wait=FRAGMENT_WAIT)
     return HTMLResponse(html)
 
@@ -182,7 +192,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
         return error_page(
             request, exc.status_code, "Not here", f"There is no page at {request.url.path!r}."
         )
-    return PlainTextResponse(f"{exc.status_code}: {exc.detail}", status_code=exc.status_code)
+    return plain_error(exc.status_code, f"{exc.status_code}: {exc.detail}")
 
 
 def routes(settings: Settings) -> list[Route | Mount]:

@@ -82,18 +82,50 @@ async def refuse_then_reset(
     ex.reset_connections()
 
 
+async def stop_listening(ex: DemoExchange) -> None:
+    await ex.stop_listening()
+
+
+async def listen_again(ex: DemoExchange) -> None:
+    await ex.start()
+
+
+async def stall(ex: DemoExchange) -> None:
+    ex.stall()
+
+
+async def unstall(ex: DemoExchange) -> None:
+    ex.stall(False)
+
+
+async def nothing(ex: DemoExchange) -> None:
+    """The refusals run out by themselves."""
+
+
+async def reset(ex: DemoExchange) -> None:
+    ex.reset_connections()
+
+
+async def junk(ex: DemoExchange) -> None:
+    for raw in (
+        "{not json",
+        "[]",
+        '{"e":"trade","s":"BTCUSDT"}',
+        '{"e":"mystery","E":1}',
+        '{"stream":"x","data":{}}',
+    ):
+        ex.send_raw(raw)
+
+
 LASTING: dict[str, tuple[Fault, Fault]] = {
-    "connection refused": (lambda ex: ex.stop_listening(), lambda ex: ex.start()),
-    "handshake 451": (lambda ex: refuse_then_reset(ex, 451, 2), lambda ex: asyncio.sleep(0)),
+    "connection refused": (stop_listening, listen_again),
+    "handshake 451": (lambda ex: refuse_then_reset(ex, 451, 2), nothing),
     "handshake 429 with Retry-After": (
         lambda ex: refuse_then_reset(ex, 429, 2, {"Retry-After": "1"}),
-        lambda ex: asyncio.sleep(0),
+        nothing,
     ),
-    "handshake 503": (lambda ex: refuse_then_reset(ex, 503, 4), lambda ex: asyncio.sleep(0)),
-    "silent stall": (
-        lambda ex: asyncio.sleep(0, ex.stall()),
-        lambda ex: asyncio.sleep(0, ex.stall(False)),
-    ),
+    "handshake 503": (lambda ex: refuse_then_reset(ex, 503, 4), nothing),
+    "silent stall": (stall, unstall),
 }
 
 
@@ -126,22 +158,10 @@ async def test_lasting_fault_is_told_and_recovered(lively: DemoExchange, name: s
 
 
 BRIEF: dict[str, Fault] = {
-    "TCP reset mid-stream": lambda ex: asyncio.sleep(0, ex.reset_connections()),
+    "TCP reset mid-stream": reset,
     "close 1001 (the 24 h cut)": lambda ex: ex.drop_connections(1001, "going away"),
     "close 1008 Too many requests": lambda ex: ex.drop_connections(1008, "Too many requests"),
-    "malformed and unknown frames": lambda ex: asyncio.sleep(
-        0,
-        [
-            ex.send_raw(raw)
-            for raw in (
-                "{not json",
-                "[]",
-                '{"e":"trade","s":"BTCUSDT"}',
-                '{"e":"mystery","E":1}',
-                '{"stream":"x","data":{}}',
-            )
-        ],
-    ),
+    "malformed and unknown frames": junk,
 }
 
 
