@@ -73,3 +73,12 @@ def test_a_built_wheel_carries_templates_and_static(tmp_path: Path) -> None:
         timeout=60,
     ).stdout.split()
     assert found == [str(unpacked / "app" / "templates"), str(unpacked / "app" / "static")]
+
+
+def test_every_test_named_in_the_docs_exists() -> None:
+    for doc in (ROOT / "docs").glob("*.md"):
+        for path, name in re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", doc.read_text()):
+            source = (ROOT / path).read_text()
+            assert re.search(rf"^(async )?def {name}\(", source, re.M), (
+                f"{doc.name}: {path}::{name}"
+            )
