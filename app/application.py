@@ -73,6 +73,13 @@ def create_app(settings: Settings) -> Starlette:
     )
 
 
+def drain(app: Starlette) -> None:
+    """End every open event stream: the server is stopping (see app.server)."""
+    hub: Hub | None = getattr(app.state, "hub", None)
+    if hub is not None:
+        hub.drain()
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 import uvicorn
 
 from app import __version__
-from app.application import create_app
+from app.application import create_app, drain
 from app.config import ENV_PREFIX, Settings, SettingsError, parse_value, setting_fields
+from app.server import Server
 
 
 def flag_name(field_name: str) -> str:
@@ -81,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Per-request chatter from libraries; our own modules log every state change.
         for name in ("httpx", "app.demo.wire"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_config=None,
     )
     try:
-        uvicorn.Server(config).run()
+        Server(config, before_shutdown=lambda: drain(app)).run()
     except KeyboardInterrupt:
         # uvicorn re-raises Ctrl-C after a clean shutdown; the shutdown is done, so exit quietly.
         pass

@@ -82,6 +82,12 @@ class Settings:
     symbols_refresh: float = _setting(3600.0, "seconds between refreshes of the symbol list")
     sse_ping: float = _setting(15.0, "seconds between SSE keepalive comments")
     sse_retry_ms: int = _setting(2000, "reconnect delay the browser is told to use, in ms")
+    send_timeout: float = _setting(
+        30.0, "seconds a viewer's socket may accept nothing before the stream is cut off"
+    )
+    flush_interval: float = _setting(
+        0.005, "seconds a viewer waits between sends, so that busy updates leave in batches"
+    )
     shutdown_timeout: float = _setting(
         1.0, "seconds open connections get to close at shutdown before they are cut"
     )

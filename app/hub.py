@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from sse_starlette import ServerSentEvent
+
 from app.binance import State, Upstream, streams_for
 from app.config import Settings
 from app.market import Frame, Quote, Ticker, Trade
@@ -28,6 +30,9 @@ from app.symbols import SymbolDirectory
 logger = logging.getLogger(__name__)
 
 STATUS_EVENT = "status"
+# The keepalive comment's slot; proxies drop quiet connections, and so would a browser's NAT.
+PING = ":ping"
+PING_BYTES = ServerSentEvent(comment="ping").encode()
 
 
 def price_event(symbol: str) -> str:
@@ -39,16 +44,21 @@ class Subscriber:
     """One viewer: a latest-value slot per event name, and a wake-up flag.
 
     `pending` maps an event name to the newest encoded event not yet sent; a newer one for the same
-    name replaces it (conflation), so nothing queues up behind a slow reader.
+    name replaces it (conflation), so nothing queues up behind a slow reader. The stream that
+    serves it notes when a send started (`sending_since`), so the hub can cut off a reader whose
+    socket has accepted nothing for too long, by cancelling `owner`.
     """
 
-    __slots__ = ("closed", "pending", "symbols", "wake")
+    __slots__ = ("closed", "cut_off", "owner", "pending", "sending_since", "symbols", "wake")
 
     def __init__(self, symbols: tuple[str, ...]) -> None:
         self.symbols = symbols
         self.pending: dict[str, bytes] = {}
         self.wake = asyncio.Event()
         self.closed = False
+        self.cut_off = False
+        self.owner: asyncio.Task[object] | None = None
+        self.sending_since: float | None = None
 
     def push(self, name: str, data: bytes) -> None:
         self.pending[name] = data
@@ -100,24 +110,30 @@ class Hub:
         self.frames: dict[str, bytes] = {}  # newest encoded event per event name
         self.events_rendered = 0
         self.status_html = ""
+        self.draining = False
+        # Viewers with something pending since the last flush; the flusher wakes each once.
+        self._dirty: set[Subscriber] = set()
+        self._dirty_event = asyncio.Event()
         self._clock: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._upstream_name = "demo exchange" if settings.demo else "Binance"
 
     async def __aenter__(self) -> Hub:
         await self.upstream.__aenter__()
         self._render_status()
-        self._clock = asyncio.create_task(self._watch_staleness(), name="hub-clock")
+        self._clock = asyncio.create_task(self._tick(), name="hub-clock")
+        self._flusher = asyncio.create_task(self._flush(), name="hub-flusher")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        # Shutdown order: end every viewer's stream first (their generators return), then stop
-        # the staleness clock and the grace timers, and last close the upstream connections.
-        for sub in list(self.subscribers):
-            sub.close()
-        if self._clock is not None:
-            self._clock.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._clock
+        # Shutdown order: end every viewer's stream first (their loops return), then stop the
+        # clock, the flusher and the grace timers, and last close the upstream connections.
+        self.drain()
+        for task in (self._clock, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for entry in self.symbols.values():
             if entry.expiry is not None:
                 entry.expiry.cancel()
@@ -125,9 +141,17 @@ class Hub:
 
     # -- viewers --------------------------------------------------------------------------------
 
+    def drain(self) -> None:
+        """The server is stopping: end every viewer's stream now, and any that opens later."""
+        self.draining = True
+        for sub in list(self.subscribers):
+            sub.close()
+
     def subscribe(self, symbols: Iterable[str]) -> Subscriber:
         """A new viewer of checked `symbols`; its slots start with the current fragment of each."""
         sub = Subscriber(tuple(symbols))
+        if self.draining:
+            sub.close()
         self.subscribers.add(sub)
         sub.push(STATUS_EVENT, self.frames[STATUS_EVENT])
         for symbol in sub.symbols:
@@ -243,10 +267,28 @@ class Hub:
         return data
 
     def _publish(self, entry: _Symbol) -> None:
+        """Hand the new fragment to every viewer of the symbol. The hot path: a dict write per
+        viewer, then one C-level set union; viewers are woken by the flusher, not here."""
         data = self._render(entry)
         name = price_event(entry.quote.symbol)
-        for sub in entry.viewers:
-            sub.push(name, data)
+        viewers = entry.viewers
+        for sub in viewers:
+            sub.pending[name] = data
+        self._dirty |= viewers
+        self._dirty_event.set()
+
+    async def _flush(self) -> None:
+        """Wake every viewer with something pending, then let `flush_interval` pass, so that a
+        busy symbol's updates leave in one send per viewer per interval, not one per update.
+        One timer for the whole hub, never one per viewer."""
+        interval = self.settings.flush_interval
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            dirty, self._dirty = self._dirty, set()
+            for sub in dirty:
+                sub.wake.set()
+            await asyncio.sleep(interval)
 
     def _render_status(self) -> None:
         state = self.upstream.state
@@ -279,14 +321,30 @@ class Hub:
             entry.quote = replace(entry.quote, changed=False)
             self._publish(entry)
 
-    async def _watch_staleness(self) -> None:
-        """Re-check every symbol a few times per stall period: silence is an event too."""
-        interval = max(0.1, min(1.0, self.settings.stall_timeout / 4))
+    async def _tick(self) -> None:
+        """The hub's clock, a few times per stall period: silence is an event too (staleness),
+        quiet streams get a keepalive comment, and a reader stuck in one send is cut off."""
+        settings = self.settings
+        interval = max(0.1, min(1.0, settings.stall_timeout / 4, settings.sse_ping / 2))
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + settings.sse_ping
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for entry in list(self.symbols.values()):
                 self._refresh_staleness(entry, now)
+            now = loop.time()
+            if now >= next_ping:
+                next_ping = now + settings.sse_ping
+                for sub in self.subscribers:
+                    sub.push(PING, PING_BYTES)
+            for sub in self.subscribers:
+                since = sub.sending_since
+                if since is not None and now - since > settings.send_timeout and not sub.cut_off:
+                    sub.cut_off = True
+                    sub.close()
+                    if sub.owner is not None:
+                        sub.owner.cancel()
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from sse_starlette import ServerSentEvent
 
 _PACKAGE = Path(__file__).resolve().parent
 _CENT = Decimal("0.01")
@@ -124,6 +125,6 @@ class Renderer:
 
 
 def sse_event(event: str, data: str) -> bytes:
-    """One SSE event, encoded once and sent as-is to every viewer."""
+    """One SSE event, encoded once (by sse-starlette) and sent as-is to every viewer."""
     assert "\n" not in data and "\r" not in data and "\n" not in event
-    return f"event: {event}\r\ndata: {data}\r\n\r\n".encode()
+    return ServerSentEvent(data=data, event=event).encode()

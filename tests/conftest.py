@@ -20,9 +20,10 @@ import pytest
 import uvicorn
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from app.application import create_app
+from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
+from app.server import Server
 
 # One time unit for the suite (websockets' tests/utils.py does the same), scaled on slow CI.
 MS = 0.001 * float(os.environ.get("PRICESTREAM_TEST_TIMESCALE", "1"))
@@ -82,7 +83,7 @@ async def run_server(settings: Settings) -> AsyncIterator[LiveServer]:
     config = uvicorn.Config(
         app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, log_config=None
     )
-    server = uvicorn.Server(config)
+    server = Server(config, before_shutdown=lambda: drain(app))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(WAIT):

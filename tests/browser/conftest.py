@@ -33,9 +33,10 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from app.application import create_app
+from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
+from app.server import Server
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +173,10 @@ class Stack:
         config = uvicorn.Config(
             app, log_level="warning", timeout_graceful_shutdown=1, log_config=None
         )
-        server = uvicorn.Server(config)
+        # Our app gets our Server (streams end at once on stop); the host-page app needs none.
+        server = Server(
+            config, before_shutdown=lambda: drain(app) if isinstance(app, Starlette) else None
+        )
         task = asyncio.create_task(server.serve(sockets=[sock]))
         async with asyncio.timeout(20):
             while not server.started:
