@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
 from app.demo import DemoExchange
@@ -23,6 +24,7 @@ from app.hub import Hub
 from app.limits import ViewerLimits
 from app.render import Renderer
 from app.routes import not_found, routes
+from app.stream import EventStream
 from app.symbols import SymbolDirectory
 
 logger = logging.getLogger(__name__)
@@ -66,11 +68,29 @@ def create_app(settings: Settings) -> Starlette:
             }
             # Leaving the stack: hub (viewers, then upstream), refresher, demo exchange.
 
-    return Starlette(
+    return PriceApp(
         routes=routes(settings),
         lifespan=lifespan,
         exception_handlers={HTTPException: not_found},
     )
+
+
+class PriceApp(Starlette):
+    """Starlette, with GET /sse handed straight to `EventStream`.
+
+    Every send of an event stream would otherwise pass through two of Starlette's send wrappers
+    (error and exception handling, about a tenth of the server's time with 5,000 viewers in the
+    benchmark's profile). The stream needs neither: it answers its own errors, and it gets the
+    lifespan state from the scope as every route does.
+    """
+
+    stream = EventStream()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/sse":
+            await self.stream(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def drain(app: Starlette) -> None:

@@ -1,12 +1,13 @@
 """The upstream client: Binance's combined market streams, kept alive and kept honest.
 
 `Upstream` owns the set of streams the hub wants and spreads it over shards of at most
-`streams_per_connection` streams. Each `_Shard` keeps one connection (a `_Link`) open to
+`streams_per_connection` streams. Each `_Shard` keeps one connection (a `Link`) open to
 `{upstream}/stream`: it reconnects with capped, jittered exponential backoff, resubscribes
 everything on a new link in paced batches, replaces a link that goes silent, and rotates a link
 before Binance's 24 h cut or on its `serverShutdown` notice, opening the new link before closing
-the old one. Frames are decoded by `app.market`; events go to the hub through a plain callback
-that must not block. Nothing here knows about HTML or HTTP.
+the old one. What happens on one open connection (reading, pacing, silence) is `app.link`'s.
+Events go to the hub through a plain callback that must not block. Nothing here knows about
+HTML or HTTP.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import random
 import time
@@ -22,28 +22,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from app.config import Settings
-from app.market import Frame, ParseError, Reply, ServerShutdown, parse
+from app.link import Link, StallError
+from app.market import Frame, ParseError
 
 logger = logging.getLogger(__name__)
 
-# Binance drops a SUBSCRIBE frame over ~8 KB silently (shared/binance-streams.md 2.1); 200 names
-# of up to ~30 characters stay well below it.
-NAMES_PER_MESSAGE = 200
-# UI-driven changes arrive in bursts (a page asks for 5 symbols at once); wait this long so they
-# leave as one SUBSCRIBE.
-DEBOUNCE = 0.05
-# A SUBSCRIBE that Binance answered with an error is tried again after this many first-backoff
-# delays (5 s by default): soon enough to heal, slow enough to stay far below 5 messages a second.
-RESUBSCRIBE_BACKOFFS = 5
 # A replacement link (rotation) must deliver data within this time, or we cut over anyway.
 ROTATION_READY_TIMEOUT = 10.0
-# Streams Binance sends every second whatever the market does (shared/binance-streams.md 4.14);
-# silence on one of them, while the link carries other data, means the subscription is stuck.
-STEADY_STREAMS = ("@ticker", "@miniTicker")
 # Failures in a row after which the state reads "down" rather than "reconnecting".
 DOWN_AFTER_FAILURES = 3
 
@@ -71,10 +60,6 @@ def stream_url(base: str) -> str:
     return base + "/stream"
 
 
-class _StallError(Exception):
-    """The link stayed open but delivered no data for `stall_timeout` seconds."""
-
-
 def retry_delay(exc: BaseException, failures: int, settings: Settings) -> tuple[float, str]:
     """Decide how long to wait before the next attempt after `exc`, and say why, in one place.
 
@@ -99,7 +84,7 @@ def retry_delay(exc: BaseException, failures: int, settings: Settings) -> tuple[
         if code == 1001 and failures == 0:
             return 0.0, "closed 1001 (going away): reconnecting at once"
         reason = f"closed {code} {exc.rcvd.reason if exc.rcvd else ''}".strip()
-    elif isinstance(exc, _StallError):
+    elif isinstance(exc, StallError):
         reason = str(exc)
     else:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -107,170 +92,6 @@ def retry_delay(exc: BaseException, failures: int, settings: Settings) -> tuple[
     # "Equal jitter": never less than half the step, so a storm of clients spreads out but still
     # backs off.
     return ceiling / 2 + random.uniform(0, ceiling / 2), reason
-
-
-class _Pacer:
-    """Spaces control messages at least `1/rate` seconds apart (Binance counts them: 5/s)."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self.next_slot = 0.0
-        self._lock = asyncio.Lock()  # two tasks of one link may send; they take turns
-
-    async def wait(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            if self.next_slot > now:
-                await asyncio.sleep(self.next_slot - now)
-            # Measured from when we actually go, not from the plan: a late send must not let
-            # the next one follow it too closely.
-            self.next_slot = time.monotonic() + self.interval
-
-
-class _Link:
-    """One open WebSocket: reads frames, reconciles subscriptions, and watches for silence."""
-
-    def __init__(self, ws: ClientConnection, shard: _Shard) -> None:
-        self.ws = ws
-        self.shard = shard
-        self.settings = shard.settings
-        self.sent: set[str] = set()  # streams SUBSCRIBEd on this link (reply pending or ok)
-        self.pending: dict[int, tuple[str, list[str]]] = {}
-        self.changed = asyncio.Event()
-        self.changed.set()
-        self.first_data = asyncio.Event()
-        self.notice = asyncio.Event()  # serverShutdown received
-        self.opened = time.monotonic()
-        self.rotate_at = self.opened + shard.rotate_after
-        self.last_data = self.opened
-        self.stream_seen: dict[str, float] = {}  # stream -> last data, or when it was subscribed
-        self.retry_failed_at: float | None = None
-        self.pacer = _Pacer(self.settings.control_rate)
-
-    async def run(self) -> None:
-        """Serve until the connection ends; raises what ended it (ConnectionClosed, _StallError)."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._sync())
-            tg.create_task(self._watch())
-            await self._read()
-
-    async def aclose(self) -> None:
-        await self.ws.close()
-
-    async def _read(self) -> None:
-        while True:
-            # recv() rather than `async for`: it raises ConnectionClosed even on a clean close,
-            # carrying the close code that decides how soon to reconnect.
-            raw = await self.ws.recv()
-            try:
-                item = parse(raw)
-            except ParseError as exc:
-                self.shard.upstream.bad_frame(exc, raw)
-                continue
-            if isinstance(item, Reply):
-                self._on_reply(item)
-            elif isinstance(item.event, ServerShutdown):
-                logger.info("upstream %s: serverShutdown notice, rotating", self.shard.name)
-                self.rotate_at = time.monotonic()
-                self.notice.set()
-            else:
-                self.last_data = time.monotonic()
-                if item.stream is not None:
-                    self.stream_seen[item.stream] = self.last_data
-                if not self.first_data.is_set():
-                    self.first_data.set()
-                    self.shard.delivering()
-                self.shard.upstream.deliver(item)
-
-    def _on_reply(self, reply: Reply) -> None:
-        request = self.pending.pop(reply.id, None) if isinstance(reply.id, int) else None
-        if request is None:
-            logger.debug("upstream %s: reply to unknown id %r", self.shard.name, reply.id)
-            return
-        method, names = request
-        if reply.error_code is not None:
-            logger.warning(
-                "upstream %s: %s of %d streams failed: code %s %s",
-                self.shard.name,
-                method,
-                len(names),
-                reply.error_code,
-                reply.error_msg,
-            )
-            self.shard.upstream.note_error(f"{method} failed: {reply.error_msg}")
-            if method == "SUBSCRIBE":
-                # Forget them, so the sync loop asks again after a pause.
-                self.sent.difference_update(names)
-                self.retry_failed_at = time.monotonic()
-                self.changed.set()
-
-    async def _sync(self) -> None:
-        """Bring this link's subscriptions to the shard's wanted set, in paced batches."""
-        while True:
-            await self.changed.wait()
-            self.changed.clear()
-            if self.retry_failed_at is not None:
-                retry_at = (
-                    self.retry_failed_at + self.settings.backoff_initial * RESUBSCRIBE_BACKOFFS
-                )
-                self.retry_failed_at = None
-                await asyncio.sleep(max(0.0, retry_at - time.monotonic()))
-            await asyncio.sleep(DEBOUNCE)
-            wanted = self.shard.wanted
-            for method, names in (
-                ("UNSUBSCRIBE", self.sent - wanted),
-                ("SUBSCRIBE", wanted - self.sent),
-            ):
-                ordered = sorted(names)
-                for i in range(0, len(ordered), NAMES_PER_MESSAGE):
-                    await self._send(method, ordered[i : i + NAMES_PER_MESSAGE])
-
-    async def _send(self, method: str, names: list[str]) -> None:
-        """Send one control message, paced: every one counts against Binance's 5 a second."""
-        await self.pacer.wait()
-        rid = next(self.shard.upstream.ids)
-        self.pending[rid] = (method, names)
-        now = time.monotonic()
-        if method == "SUBSCRIBE":
-            if not self.sent:
-                # Silence is measured from when we first asked for something.
-                self.last_data = now
-            self.sent.update(names)
-            self.stream_seen.update(dict.fromkeys(names, now))
-        else:
-            self.sent.difference_update(names)
-            for name in names:
-                self.stream_seen.pop(name, None)
-        logger.debug("upstream %s: %s %s", self.shard.name, method, names)
-        await self.ws.send(json.dumps({"method": method, "params": names, "id": rid}))
-
-    async def _watch(self) -> None:
-        """Replace a link that is open but silent (pings alone do not prove data flows), and
-        resubscribe a once-a-second stream that went quiet while the rest of the link flows."""
-        limit = self.settings.stall_timeout
-        while True:
-            await asyncio.sleep(min(1.0, limit / 4))
-            now = time.monotonic()
-            if self.sent and now - self.last_data > limit:
-                raise _StallError(f"no data for {limit:g} s")
-            stuck = [
-                s
-                for s, seen in self.stream_seen.items()
-                if now - seen > limit and s.endswith(STEADY_STREAMS)
-            ]
-            if stuck:
-                logger.warning(
-                    "upstream %s: %s silent for %g s while others flow; resubscribing",
-                    self.shard.name,
-                    ", ".join(sorted(stuck)),
-                    limit,
-                )
-                self.shard.upstream.resubscribes += len(stuck)
-                # Forget them, so the sync loop unsubscribes nothing and subscribes them anew.
-                for name in stuck:
-                    self.stream_seen[name] = now
-                await self._send("UNSUBSCRIBE", sorted(stuck))
-                self.changed.set()
 
 
 class _Shard:
@@ -284,7 +105,7 @@ class _Shard:
         self.wanted: set[str] = set()
         self.state = State.IDLE
         self.failures = 0
-        self.links: dict[_Link, asyncio.Task[None]] = {}  # two only while rotating
+        self.links: dict[Link, asyncio.Task[None]] = {}  # two only while rotating
         self.connected_since: float | None = None
         # Spread rotations so that many shards (or servers) do not all reconnect in one second.
         self.rotate_after = self.settings.rotate_after * random.uniform(0.95, 1.0)
@@ -296,10 +117,27 @@ class _Shard:
         for link in self.links:
             link.changed.set()
 
+    # -- what its links report (app.link.LinkOwner) ---------------------------------------------
+
     def delivering(self) -> None:
         """A link's first data frame: it works, so failures count from zero again."""
         self.failures = 0
         self._set_state(State.LIVE)
+
+    def deliver(self, frame: Frame) -> None:
+        self.upstream.deliver(frame)
+
+    def bad_frame(self, exc: ParseError, raw: str | bytes) -> None:
+        self.upstream.bad_frame(exc, raw)
+
+    def note_error(self, message: str) -> None:
+        self.upstream.note_error(message)
+
+    def note_resubscribes(self, count: int) -> None:
+        self.upstream.resubscribes += count
+
+    def next_id(self) -> int:
+        return next(self.upstream.ids)
 
     def _set_state(self, state: State) -> None:
         if state != self.state:
@@ -309,7 +147,7 @@ class _Shard:
 
     async def run(self) -> None:
         """Keep a link open while anything is wanted: reconnect, rotate, close when unwanted."""
-        current: tuple[_Link, asyncio.Task[None]] | None = None
+        current: tuple[Link, asyncio.Task[None]] | None = None
         try:
             while True:
                 if not self.wanted:
@@ -345,7 +183,7 @@ class _Shard:
                 with contextlib.suppress(OSError, ConnectionClosed):
                     await link.aclose()
 
-    async def _connect(self) -> _Link:
+    async def _connect(self) -> Link:
         ws = await connect(
             self.url,
             open_timeout=10,
@@ -358,16 +196,16 @@ class _Shard:
             max_queue=4096,
         )
         logger.info("upstream %s: connected to %s", self.name, self.url)
-        return _Link(ws, self)
+        return Link(ws, self)
 
-    def _start(self, link: _Link) -> tuple[_Link, asyncio.Task[None]]:
+    def _start(self, link: Link) -> tuple[Link, asyncio.Task[None]]:
         if self.connected_since is None:
             self.connected_since = time.time()
         task = asyncio.create_task(link.run(), name=f"upstream-{self.name}")
         self.links[link] = task
         return link, task
 
-    async def _stop(self, link: _Link, task: asyncio.Task[None]) -> BaseException:
+    async def _stop(self, link: Link, task: asyncio.Task[None]) -> BaseException:
         """Cancel `link`'s task, close its socket, and return what had ended it (if anything)."""
         del self.links[link]
         if not self.links:
@@ -385,7 +223,7 @@ class _Shard:
             # This loop is what keeps the board alive, so even a bug in a link (not just a
             # network fault) ends in a reconnect, loudly logged, never in a dead feed.
             ended = _leaf(exc)
-            if not isinstance(ended, ConnectionClosed | _StallError | OSError | TimeoutError):
+            if not isinstance(ended, ConnectionClosed | StallError | OSError | TimeoutError):
                 logger.error("upstream %s: link failed unexpectedly", self.name, exc_info=ended)
         with contextlib.suppress(OSError, ConnectionClosed):
             await link.aclose()
@@ -402,7 +240,7 @@ class _Shard:
         logger.warning("upstream %s: %s; reconnecting in %.1f s", self.name, why, delay)
         await asyncio.sleep(delay)
 
-    async def _watch(self, link: _Link, task: asyncio.Task[None]) -> str:
+    async def _watch(self, link: Link, task: asyncio.Task[None]) -> str:
         """Wait until the link ends ("ended"), is due for rotation ("rotate"), or is unwanted."""
         waiters = {
             "notice": asyncio.create_task(link.notice.wait()),
@@ -430,8 +268,8 @@ class _Shard:
                 waiter.cancel()
 
     async def _rotate(
-        self, old: _Link, old_task: asyncio.Task[None]
-    ) -> tuple[_Link, asyncio.Task[None]]:
+        self, old: Link, old_task: asyncio.Task[None]
+    ) -> tuple[Link, asyncio.Task[None]]:
         """Open a successor, let it start delivering, then close `old`: no gap a viewer sees."""
         try:
             new, new_task = self._start(await self._connect())

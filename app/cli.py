@@ -91,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Open SSE streams never end by themselves; past this, shutdown cuts them.
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
         log_config=None,
+        # Thousands of viewers may (re)connect at once after a restart; the kernel caps this at
+        # net.core.somaxconn.
+        backlog=4096,
     )
     try:
         Server(config, before_shutdown=lambda: drain(app)).run()

@@ -36,7 +36,6 @@ from app.pages import (
     settings_of,
 )
 from app.render import resource_dir
-from app.stream import EventStream
 from app.symbols import SymbolError
 
 logger = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ def routes(settings: Settings) -> list[Route | Mount]:
     ]
     return [
         Route("/", board),
-        Route("/sse", EventStream(), methods=["GET", "HEAD"]),
+        # GET /sse is app.stream.EventStream, called by app.application.PriceApp directly.
         # OPTIONS too: htmx's hx-get sends HX-* headers, so a cross-site fetch is preflighted,
         # and the CORS middleware must see the preflight before the method check refuses it.
         Route("/fragment/{symbol}", fragment, methods=["GET", "OPTIONS"], middleware=cors),

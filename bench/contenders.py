@@ -204,7 +204,7 @@ def main() -> None:
         port=args.port,
         log_level="warning",
         timeout_graceful_shutdown=1,
-        backlog=8192,
+        backlog=4096,
     )
 
 

@@ -229,10 +229,16 @@ def measure(
             assert p.stdin is not None
             p.stdin.write("go\n")
             p.stdin.flush()
-        lines = [p.stdout.readline() for p in loads if p.stdout is not None]
-        if not all(lines):
-            raise RuntimeError(f"a load process for {contender} {viewers}x{rate} died")
-        reports = [json.loads(line) for line in lines]
+        reports = []
+        for p in loads:
+            out, _ = p.communicate(timeout=seconds + 120)
+            last = out.strip().rsplit("\n", 1)[-1]
+            try:
+                reports.append(json.loads(last))
+            except ValueError:
+                raise RuntimeError(
+                    f"load for {contender} {viewers}x{rate} said: {out[-300:]!r}"
+                ) from None
         cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
         rss = rss_bytes(server.pid)
     finally:

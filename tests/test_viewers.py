@@ -209,3 +209,32 @@ async def test_per_client_and_total_limits(exchange: DemoExchange) -> None:
         full = await http.get("/sse?symbols=BTCUSDT")
         assert full.status_code == 503
         assert full.text == "the server is full (3 live viewers); try again soon"
+
+
+async def test_a_reader_stuck_in_one_send_is_cut_off(exchange: DemoExchange) -> None:
+    settings = settings_for(exchange, send_timeout=1.0, max_streams_per_client=50)
+    async with run_server(settings) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        hub, limits = server.app.state.hub, server.app.state.limits
+        every = [m[0] for m in MARKET]
+        stuck = await RawViewer.open(port, "/sse?symbols=" + ",".join(every), rcvbuf=4096)
+        transport = stuck.writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # and now it reads nothing at all
+        await eventually(lambda: len(hub.subscribers) == 1)
+        await eventually(lambda: exchange.subscriptions() >= {f"{s.lower()}@trade" for s in every})
+        async with asyncio.timeout(WAIT):
+            while hub.subscribers:  # fill its socket until a send blocks, then wait it out
+                for symbol in every:
+                    exchange.trade(symbol)
+                await asyncio.sleep(0.01)
+        await eventually(lambda: sum(limits.open.values()) == 0)
+        await stuck.close()
+
+
+async def test_head_and_other_methods_on_the_stream(http: httpx.AsyncClient) -> None:
+    head = await http.head("/sse?symbols=BTCUSDT")
+    assert head.status_code == 200
+    assert head.headers["content-type"] == "text/event-stream; charset=utf-8"
+    post = await http.post("/sse?symbols=BTCUSDT")
+    assert post.status_code == 405
