@@ -2,7 +2,8 @@
 
 Run as `python -m bench.load --port P --path /sse?symbols=... --viewers N --seconds D`. It
 connects every viewer, prints `ready <seconds to connect>`, waits for a line on stdin, measures
-for D seconds, then prints one JSON line: events, latency histogram, viewers dropped, own CPU.
+for D seconds, then writes a JSON report to --out: events, latency histograms, viewers dropped,
+its own CPU.
 Viewers are plain asyncio protocols (no HTTP client library), so one process can hold thousands
 and count hundreds of thousands of events a second; the JSON says how busy it was, so a run can
 tell when the load generator, not the server, was the limit.
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import re
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 EVENT_TIME = re.compile(rb'data-event-time="(\d+)"')
 # Latency buckets of 0.1 ms up to 60 s: fine enough for p50 at 1 ms, and histograms from several
@@ -33,6 +37,9 @@ class Stats:
         self.measuring = False
         self.events = 0
         self.weighted = [0.0] * (LAST_BUCKET + 1)
+        # The second half of the window alone: latency that grows with time shows up here.
+        self.late = [0.0] * (LAST_BUCKET + 1)
+        self.midpoint = float("inf")
         self.dropped = 0
 
 
@@ -59,10 +66,12 @@ class Viewer(asyncio.Protocol):
                 # a big batch costs the generator no more than a small one.
                 step = max(1, count // SAMPLES)
                 weight = count / len(times[::step])
+                late = time.monotonic() >= stats.midpoint
                 for t in times[::step]:
-                    stats.weighted[
-                        min(LAST_BUCKET, max(0, int(now - int(t) * BUCKETS_PER_MS)))
-                    ] += weight
+                    bucket = min(LAST_BUCKET, max(0, int(now - int(t) * BUCKETS_PER_MS)))
+                    stats.weighted[bucket] += weight
+                    if late:
+                        stats.late[bucket] += weight
             if not self.first.done():
                 self.first.set_result(None)
             # Drop what was counted; keep what might be a match cut by the packet boundary.
@@ -88,7 +97,7 @@ async def run(port: int, path: str, viewers: int, seconds: float) -> dict[str, o
     for i in range(viewers):
         first: asyncio.Future[None] = loop.create_future()
         transport, _ = await loop.create_connection(
-            lambda f=first: Viewer(request, stats, f), "127.0.0.1", port
+            functools.partial(Viewer, request, stats, first), "127.0.0.1", port
         )
         transports.append(transport)
         firsts.append(first)
@@ -100,6 +109,7 @@ async def run(port: int, path: str, viewers: int, seconds: float) -> dict[str, o
     print(f"ready {connect_seconds:.3f} {failed}", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     cpu0, wall0 = time.process_time(), time.monotonic()
+    stats.midpoint = wall0 + seconds / 2
     stats.measuring = True
     await asyncio.sleep(seconds)
     stats.measuring = False
@@ -115,6 +125,7 @@ async def run(port: int, path: str, viewers: int, seconds: float) -> dict[str, o
         "dropped": stats.dropped,
         "cpu_percent": 100 * cpu / wall,
         "histogram": {str(k): round(v) for k, v in enumerate(stats.weighted) if v},
+        "late_histogram": {str(k): round(v) for k, v in enumerate(stats.late) if v},
     }
 
 
@@ -124,16 +135,21 @@ def main() -> None:
     parser.add_argument("--path", required=True)
     parser.add_argument("--viewers", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--out", type=Path, required=True, help="where the JSON report goes")
     args = parser.parse_args()
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop  # a faster loop, so the load generator stays out of the way
 
         factory = uvloop.new_event_loop
     except ImportError:
-        factory = asyncio.new_event_loop
+        pass
     with asyncio.Runner(loop_factory=factory) as runner:
         result = runner.run(run(args.port, args.path, args.viewers, args.seconds))
-    print(json.dumps(result), flush=True)
+    # A file, not stdout: a report of 100 KB through a pipe was seen cut short.
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(args.out)
 
 
 if __name__ == "__main__":

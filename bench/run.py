@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ class Result:
     p90: float
     p99: float
     max: float
+    p99_late: float
     server_cpu: float
     rss_per_viewer_kib: float
     rss_mib: float
@@ -122,7 +124,8 @@ def measure(
         preexec_fn=pin(others),
         cwd=ROOT,
     )
-    procs: list[subprocess.Popen[str]] = [feed]
+    procs: list[subprocess.Popen[Any]] = [feed]
+    reports_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         assert feed.stdout is not None
         upstream, rest = feed.stdout.readline().split()
@@ -168,7 +171,7 @@ def measure(
         wait_port(port)
         time.sleep(0.5)
         rss_idle = rss_bytes(server.pid)
-        loads = []
+        loads: list[subprocess.Popen[str]] = []
         left = viewers
         while left > 0:
             n = min(left, VIEWERS_PER_LOAD)
@@ -187,6 +190,8 @@ def measure(
                         str(n),
                         "--seconds",
                         str(seconds),
+                        "--out",
+                        str(reports_dir / f"load-{len(loads)}.json"),
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -230,15 +235,11 @@ def measure(
             p.stdin.write("go\n")
             p.stdin.flush()
         reports = []
-        for p in loads:
-            out, _ = p.communicate(timeout=seconds + 120)
-            last = out.strip().rsplit("\n", 1)[-1]
-            try:
-                reports.append(json.loads(last))
-            except ValueError:
-                raise RuntimeError(
-                    f"load for {contender} {viewers}x{rate} said: {out[-300:]!r}"
-                ) from None
+        for i, p in enumerate(loads):
+            p.communicate(timeout=seconds + 120)
+            if p.returncode != 0:
+                raise RuntimeError(f"a load process for {contender} {viewers}x{rate} failed")
+            reports.append(json.loads((reports_dir / f"load-{i}.json").read_text()))
         cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
         rss = rss_bytes(server.pid)
     finally:
@@ -250,9 +251,12 @@ def measure(
             except subprocess.TimeoutExpired:
                 p.kill()
     histogram: dict[int, int] = {}
+    late: dict[int, int] = {}
     for r in reports:
         for k, v in r["histogram"].items():
             histogram[int(k)] = histogram.get(int(k), 0) + v
+        for k, v in r["late_histogram"].items():
+            late[int(k)] = late.get(int(k), 0) + v
     window = max(r["seconds"] for r in reports)
     events = sum(r["events"] for r in reports)
     return Result(
@@ -264,6 +268,7 @@ def measure(
         p50=percentile(histogram, 0.5),
         p90=percentile(histogram, 0.9),
         p99=percentile(histogram, 0.99),
+        p99_late=percentile(late, 0.99),
         max=max(histogram, default=0) * 0.1,
         server_cpu=100 * cpu / wall,
         rss_per_viewer_kib=(rss - rss_idle) / viewers / 1024,
@@ -283,18 +288,18 @@ def table(results: list[Result]) -> str:
         lines.append(f"\n### N={n} viewers, R={r} updates/s (expected {n * r:,} events/s)\n")
         lines.append(
             "| contender | delivered ev/s | vs floor | p50 ms | p90 ms | p99 ms | max ms "
-            "| server CPU % | CPU µs/event | RSS/viewer KiB | connect s | dropped "
-            "| load CPU % |"
+            "| p99 2nd half ms | server CPU % | CPU µs/event | RSS/viewer KiB | connect s "
+            "| not connected | dropped | load CPU % |"
         )
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("|---|" + "---:|" * 14)
         for x in rows:
             ratio = f"{x.delivered / floor.delivered:.2f}x" if floor and floor.delivered else "—"
             per_event = x.server_cpu / 100 / x.delivered * 1e6 if x.delivered else float("nan")
             lines.append(
                 f"| {x.contender} | {x.delivered:,.0f} | {ratio} | {x.p50:.1f} | {x.p90:.1f} "
-                f"| {x.p99:.1f} | {x.max:.0f} | {x.server_cpu:.0f} | {per_event:.1f} "
-                f"| {x.rss_per_viewer_kib:.1f} | {x.connect_seconds:.1f} | {x.dropped} "
-                f"| {x.load_cpu:.0f} |"
+                f"| {x.p99:.1f} | {x.max:.0f} | {x.p99_late:.1f} | {x.server_cpu:.0f} "
+                f"| {per_event:.1f} | {x.rss_per_viewer_kib:.1f} | {x.connect_seconds:.1f} "
+                f"| {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
             )
     return "\n".join(lines)
 
@@ -313,6 +318,9 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=10, help="K, symbols per viewer")
     parser.add_argument("--seconds", type=float, default=10, help="measuring window")
     parser.add_argument(
+        "--report", type=Path, default=None, help="print the tables of a saved results file"
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -320,7 +328,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     others = set(range(1, os.cpu_count() or 2))
-    results = []
+    if args.report is not None:
+        print(table([Result(**r) for r in json.loads(args.report.read_text())]))
+        return
+    RESULTS.mkdir(exist_ok=True)
+    saved = RESULTS / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+    results: list[Result] = []
     for scenario in args.scenarios:
         n, r = (int(x) for x in scenario.split("x"))
         for contender in args.contenders:
@@ -333,9 +346,8 @@ def main() -> None:
                 flush=True,
             )
             results.append(result)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"{stamp}.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+            # Written after every measurement, so a run cut short keeps what it measured.
+            saved.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     print(
         f"K={args.symbols} symbols per viewer, {args.seconds:g} s window, "
         f"{os.cpu_count()} CPUs; server on CPU 0, feed and load on the rest."
