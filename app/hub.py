@@ -184,10 +184,6 @@ class Hub:
         finally:
             self.unsubscribe(sub)
 
-    def html(self, symbol: str) -> str:
-        """The current fragment of a symbol someone is subscribed to."""
-        return self.symbols[symbol].html
-
     # -- reference counting ---------------------------------------------------------------------
 
     def _acquire(self, symbol: str) -> _Symbol:
