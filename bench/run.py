@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -280,12 +281,30 @@ def measure(
     )
 
 
+def median_of(results: list[Result]) -> Result:
+    """One row for several rounds of a contender: the median of every number."""
+    values: dict[str, Any] = {}
+    for name, first in results[0].__dict__.items():
+        column = [getattr(x, name) for x in results]
+        values[name] = statistics.median(column) if isinstance(first, int | float) else first
+    return Result(**values)
+
+
 def table(results: list[Result]) -> str:
     lines = []
     for n, r in dict.fromkeys((x.viewers, x.rate) for x in results):
-        rows = [x for x in results if (x.viewers, x.rate) == (n, r)]
+        measured = [x for x in results if (x.viewers, x.rate) == (n, r)]
+        rows = [
+            median_of([x for x in measured if x.contender == c])
+            for c in dict.fromkeys(x.contender for x in measured)
+        ]
+        rounds = len(measured) // len(rows)
         floor = next((x for x in rows if x.contender == "floor"), None)
-        lines.append(f"\n### N={n} viewers, R={r} updates/s (expected {n * r:,} events/s)\n")
+        lines.append(
+            f"\n### N={n} viewers, R={r} updates/s (expected {n * r:,} events/s)"
+            + (f", median of {rounds} rounds" if rounds > 1 else "")
+            + "\n"
+        )
         lines.append(
             "| contender | delivered ev/s | vs floor | p50 ms | p90 ms | p99 ms | max ms "
             "| p99 2nd half ms | server CPU % | CPU µs/event | RSS/viewer KiB | connect s "
@@ -321,6 +340,9 @@ def main() -> None:
         "--report", type=Path, default=None, help="print the tables of a saved results file"
     )
     parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds per scenario, contenders in turn first"
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -336,7 +358,10 @@ def main() -> None:
     results: list[Result] = []
     for scenario in args.scenarios:
         n, r = (int(x) for x in scenario.split("x"))
-        for contender in args.contenders:
+        # Each round starts with the next contender, so a machine that drifts during a round
+        # does not always favour the same one; the tables show medians over the rounds.
+        rounds = [args.contenders[i:] + args.contenders[:i] for i in range(args.repeat)]
+        for contender in (c for order in rounds for c in order):
             result = measure(contender, n, r, args.symbols, args.seconds, others, args.profile)
             print(
                 f"{contender:12} N={n:5} R={r:5}: {result.delivered:10,.0f} ev/s "
