@@ -14,7 +14,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.pages import directory_of, echo, error_page, hub_of, page, public_base
+from app.pages import directory_of, echo, error_page, hub_of, page, public_base, sse_url
 from app.symbols import SymbolError
 
 THEMES = ("auto", "light", "dark")
@@ -95,7 +95,7 @@ async def embed(request: Request) -> Response:
         symbols=symbols,
         options=options,
         theme=options.theme,
-        sse_url="/sse?" + urlencode({"symbols": ",".join(symbols)}, safe=","),
+        sse_url=sse_url(symbols),
         status_html=hub.status_html,
     )
 
@@ -126,5 +126,5 @@ async def builder(request: Request) -> Response:
         preview_src=embed_path(symbols, options),
         iframe_src=base + embed_path(symbols, options),
         iframe_height=height,
-        sse_url=base + "/sse?" + urlencode({"symbols": ",".join(symbols)}, safe=","),
+        sse_url=sse_url(symbols, base),
     )

@@ -9,6 +9,7 @@ referrer policy. Only embed pages may be framed by other sites, and only by the 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -44,6 +45,11 @@ def settings_of(request: Request) -> Settings:
 def renderer_of(request: Request) -> Renderer:
     renderer: Renderer = request.state.renderer
     return renderer
+
+
+def sse_url(symbols: tuple[str, ...], base: str = "") -> str:
+    """The one event stream a page (or a host page, with `base`) opens for `symbols`."""
+    return base + "/sse?" + urlencode({"symbols": ",".join(symbols)}, safe=",")
 
 
 def limits_of(request: Request) -> ViewerLimits:

@@ -34,6 +34,7 @@ from app.pages import (
     plain_error,
     renderer_of,
     settings_of,
+    sse_url,
 )
 from app.render import resource_dir
 from app.symbols import SymbolError
@@ -42,10 +43,6 @@ logger = logging.getLogger(__name__)
 
 # How long GET /fragment waits for a first price of a symbol nobody was watching.
 FRAGMENT_WAIT = 3.0
-
-
-def _sse_url(symbols: tuple[str, ...]) -> str:
-    return "/sse?" + urlencode({"symbols": ",".join(symbols)}, safe=",")
 
 
 def _board_url(symbols: tuple[str, ...]) -> str:
@@ -85,7 +82,7 @@ async def board(request: Request) -> Response:
         items=items,
         error=error,
         add_value=echo(add, 40) if error else "",
-        sse_url=_sse_url(symbols),
+        sse_url=sse_url(symbols),
         status_html=hub.status_html,
     )
 

@@ -108,7 +108,8 @@ class EventStream:
             first = f"retry: {settings.sse_retry_ms}\r\n".encode()
             while (chunk := await sub.next_chunk()) is not None:
                 sub.sending_since = asyncio.get_running_loop().time()
-                await send({"type": "http.response.body", "body": first + chunk, "more_body": True})
+                body = first + chunk if first else chunk  # no copy once the snapshot is out
+                await send({"type": "http.response.body", "body": body, "more_body": True})
                 sub.sending_since = None
                 first = b""
             return True
