@@ -1,7 +1,8 @@
 """create_app(settings): the Starlette app, with a lifespan that owns everything long-lived.
 
-The lifespan starts, in order, the demo exchange (with `--demo`), the symbol directory and its
-refresh task, and the hub (which owns the upstream client); it stops them in reverse. Routes reach
+The lifespan starts, in order, the demo exchange (with `--demo`), the REST client, the symbol
+directory and its refresh task, and the hub (which owns the upstream client); it stops them in
+reverse. Routes reach
 them through the lifespan state, never through globals.
 """
 
@@ -13,7 +14,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
@@ -23,6 +23,7 @@ from app.demo import DemoExchange
 from app.hub import Hub
 from app.limits import ViewerLimits
 from app.render import Renderer
+from app.rest import Rest
 from app.routes import not_found, routes
 from app.stream import EventStream
 from app.symbols import SymbolDirectory
@@ -48,14 +49,14 @@ def create_app(settings: Settings) -> Starlette:
                 logger.warning(
                     "DEMO mode: prices are simulated by a local exchange at %s", demo.ws_url
                 )
+            rest = await stack.enter_async_context(Rest(effective))
             directory = SymbolDirectory(effective)
-            async with httpx.AsyncClient(follow_redirects=True) as client:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(FIRST_FETCH_TIMEOUT):
-                        await directory.refresh(client)
-            refresher = asyncio.create_task(directory.run(), name="symbol-refresh")
+            # A slow answer must not hold start-up: past the timeout the fetch fails (logged,
+            # remembered for /healthz) and the refresher tries again soon.
+            await directory.refresh(rest, time_limit=FIRST_FETCH_TIMEOUT)
+            refresher = asyncio.create_task(directory.run(rest), name="symbol-refresh")
             stack.push_async_callback(_cancel, refresher)
-            hub = await stack.enter_async_context(Hub(effective, directory, renderer))
+            hub = await stack.enter_async_context(Hub(effective, directory, renderer, rest))
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
             # Also on app.state, for tests and tools that look inside a running server.
             app.state.hub, app.state.limits = hub, limits
@@ -66,7 +67,7 @@ def create_app(settings: Settings) -> Starlette:
                 "renderer": renderer,
                 "limits": limits,
             }
-            # Leaving the stack: hub (viewers, then upstream), refresher, demo exchange.
+            # Leaving the stack: hub (viewers, then upstream), refresher, REST, demo exchange.
 
     return PriceApp(
         routes=routes(settings),

@@ -18,6 +18,7 @@ import itertools
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from app.config import Settings
 from app.link import Link, StallError
-from app.market import Frame, ParseError
+from app.market import Message, ParseError
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,6 @@ class State(StrEnum):
     LIVE = "live"
     RECONNECTING = "reconnecting"
     DOWN = "down"
-
-
-def streams_for(symbol: str) -> tuple[str, str]:
-    """The streams one symbol needs: real-time trades for the price, the ticker for 24 h figures."""
-    low = symbol.lower()
-    return (f"{low}@trade", f"{low}@ticker")
 
 
 def stream_url(base: str) -> str:
@@ -124,8 +119,8 @@ class _Shard:
         self.failures = 0
         self._set_state(State.LIVE)
 
-    def deliver(self, frame: Frame) -> None:
-        self.upstream.deliver(frame)
+    def deliver(self, message: Message) -> None:
+        self.upstream.deliver(message)
 
     def bad_frame(self, exc: ParseError, raw: str | bytes) -> None:
         self.upstream.bad_frame(exc, raw)
@@ -311,17 +306,19 @@ class ShardStatus:
 
 
 class Upstream:
-    """The wanted streams, spread over shards; events out through `deliver`.
+    """The wanted streams, reference-counted and spread over shards; events out through
+    `deliver`. Two panels that share a stream each `want` it, and it stays subscribed until
+    both have let it go.
 
     Args:
-        on_event: called for every decoded data frame, on the event loop; must not block.
+        on_event: called for every decoded data message, on the event loop; must not block.
         on_state: called when the aggregate state changes.
     """
 
     def __init__(
         self,
         settings: Settings,
-        on_event: Callable[[Frame], None],
+        on_event: Callable[[Message], None],
         on_state: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
@@ -336,6 +333,7 @@ class Upstream:
         self.last_error: str | None = None
         self.last_message: float | None = None  # monotonic time of the last data frame
         self._assigned: dict[str, _Shard] = {}
+        self._wanted: Counter[str] = Counter()  # stream -> how many wanted it
         self._group: asyncio.TaskGroup | None = None
         self._shard_tasks: list[asyncio.Task[None]] = []
         self._last_bad_log = 0.0
@@ -357,9 +355,10 @@ class Upstream:
     # -- what the hub asks for ------------------------------------------------------------------
 
     def want(self, streams: Iterable[str]) -> None:
-        """Add streams to the wanted set; they are subscribed, batched, on the next sync."""
+        """Want each of `streams` once more; new ones are subscribed, batched, on the next sync."""
         touched: set[_Shard] = set()
         for stream in streams:
+            self._wanted[stream] += 1
             if stream in self._assigned:
                 continue
             cap = self.settings.streams_per_connection
@@ -371,8 +370,13 @@ class Upstream:
             shard.set_wanted(shard.wanted)
 
     def unwant(self, streams: Iterable[str]) -> None:
+        """Want each of `streams` once less; one nobody wants any more is unsubscribed."""
         touched: set[_Shard] = set()
         for stream in streams:
+            if self._wanted[stream] > 1:
+                self._wanted[stream] -= 1
+                continue
+            self._wanted.pop(stream, None)
             shard = self._assigned.pop(stream, None)
             if shard is not None:
                 shard.wanted = shard.wanted - {stream}
@@ -389,12 +393,13 @@ class Upstream:
 
     # -- what the links report ----------------------------------------------------------------
 
-    def deliver(self, frame: Frame) -> None:
+    def deliver(self, message: Message) -> None:
         self.last_message = time.monotonic()
-        self.on_event(frame)
+        self.on_event(message)
 
     def bad_frame(self, exc: ParseError, raw: str | bytes) -> None:
-        """Count a frame we cannot use; log it at most once every 10 s, so a flood stays quiet."""
+        """Count a message we cannot use; log it at most once every 10 s, so a flood stays
+        quiet."""
         self.bad_frames += 1
         now = time.monotonic()
         if now - self._last_bad_log >= 10.0:

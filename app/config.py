@@ -51,7 +51,9 @@ class Settings:
     )
     log_level: str = _setting("info", "debug, info, warning or error")
 
-    max_symbols: int = _setting(50, "most symbols one page or SSE connection may ask for")
+    max_symbols: int = _setting(
+        50, "most symbols, or topics, one page or SSE connection may ask for"
+    )
     max_streams_per_client: int = _setting(
         20, "most open SSE streams from one client address (answered 429 past it)"
     )
@@ -88,6 +90,11 @@ class Settings:
     flush_interval: float = _setting(
         0.005, "seconds a viewer waits between sends, so that busy updates leave in batches"
     )
+    render_interval: float = _setting(
+        0.2,
+        "least seconds between two renders of one panel (the book alone arrives 10 times a "
+        "second); 0 renders every update",
+    )
     shutdown_timeout: float = _setting(
         1.0, "seconds open connections get to close at shutdown before they are cut"
     )
@@ -108,7 +115,13 @@ class Settings:
             raise SettingsError(f"port {self.port} is not a TCP port")
         if not self.symbols:
             raise SettingsError("symbols must name at least one symbol")
-        for name in ("grace_period", "backoff_initial", "backoff_max", "control_rate"):
+        for name in (
+            "grace_period",
+            "backoff_initial",
+            "backoff_max",
+            "control_rate",
+            "render_interval",
+        ):
             if getattr(self, name) < 0 or (name == "control_rate" and self.control_rate == 0):
                 raise SettingsError(f"{name} must be positive")
         if self.control_rate > 4:

@@ -1,8 +1,9 @@
 """Embeds: the framed widget page, its options, and the snippet builder.
 
 `GET /embed/<SYMBOLS>` is a small standalone page for an `<iframe>` (one symbol, or several
-sharing one SSE connection), shaped by query options. `GET /embed` is the builder: pick symbols
-and options, see the live preview, copy an iframe snippet or an htmx snippet for the host page.
+sharing one SSE connection), shaped by query options: a price card (full or compact), or one
+market panel (chart, book, trades). `GET /embed` is the builder: pick symbols and options, see
+the live preview, copy an iframe snippet or an htmx snippet for the host page.
 """
 
 from __future__ import annotations
@@ -14,14 +15,18 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.pages import directory_of, echo, error_page, hub_of, page, public_base, sse_url
+from app.pages import directory_of, echo, error_page, hub_of, page, public_base
 from app.symbols import SymbolError
+from app.topics.key import DEFAULT_INTERVAL, SWITCH_INTERVALS, Topic, check_interval
+from app.urls import embed_path, sse_url, static_url
 
 THEMES = ("auto", "light", "dark")
+VIEWS = ("full", "compact", "chart", "book", "trades")
 MAX_LINK_LENGTH = 2000
-# Rough heights of one row of cards, for the iframe snippet's suggested height (px).
-ROW_HEIGHT = {False: 150, True: 84}
-CARDS_PER_ROW = 3
+# Rough heights of one row of each view, for the iframe snippet's suggested height (px).
+ROW_HEIGHT = {"full": 170, "compact": 84, "chart": 420, "book": 600, "trades": 700}
+# Price cards sit side by side; a market panel takes the whole width.
+PER_ROW = {"full": 3, "compact": 3, "chart": 1, "book": 1, "trades": 1}
 
 
 class EmbedError(ValueError):
@@ -30,12 +35,24 @@ class EmbedError(ValueError):
 
 @dataclass(frozen=True)
 class EmbedOptions:
-    """How an embed looks: theme, background, full or compact, and a click-through link."""
+    """How an embed looks: theme, background, which view (and chart interval), and a
+    click-through link."""
 
     theme: str = "auto"
     transparent: bool = False
-    compact: bool = False
+    view: str = "full"
+    interval: str = DEFAULT_INTERVAL
     link: str = ""
+
+    @property
+    def compact(self) -> bool:
+        return self.view == "compact"
+
+    def topic(self, symbol: str) -> Topic:
+        """What one symbol shows in this view."""
+        if self.view in ("full", "compact"):
+            return Topic("price", symbol)
+        return Topic(self.view, symbol, self.interval if self.view == "chart" else "")
 
     @classmethod
     def from_query(cls, params: QueryParams) -> EmbedOptions:
@@ -46,8 +63,15 @@ class EmbedOptions:
         if bg not in ("solid", "transparent"):
             raise EmbedError(f"bg {bg[:20]!r} is not solid or transparent")
         view = params.get("view", "full") or "full"
-        if view not in ("full", "compact"):
-            raise EmbedError(f"view {view[:20]!r} is not full or compact")
+        if view not in VIEWS:
+            raise EmbedError(f"view {view[:20]!r} is not one of {', '.join(VIEWS)}")
+        interval = params.get("interval") or DEFAULT_INTERVAL
+        if interval != DEFAULT_INTERVAL and view != "chart":
+            raise EmbedError("interval is for view=chart only")
+        try:
+            interval = check_interval(interval)
+        except SymbolError as exc:
+            raise EmbedError(str(exc)) from None
         link = (params.get("link") or "").strip()
         if link:
             parts = urlsplit(link)
@@ -57,7 +81,7 @@ class EmbedOptions:
                 or not parts.netloc
             ):
                 raise EmbedError("link must be an http:// or https:// address")
-        return cls(theme, bg == "transparent", view == "compact", link)
+        return cls(theme, bg == "transparent", view, interval, link)
 
     def query(self) -> str:
         """The options that differ from the defaults, as a query string ('' when none)."""
@@ -66,16 +90,13 @@ class EmbedOptions:
             values["theme"] = self.theme
         if self.transparent:
             values["bg"] = "transparent"
-        if self.compact:
-            values["view"] = "compact"
+        if self.view != "full":
+            values["view"] = self.view
+        if self.interval != DEFAULT_INTERVAL:
+            values["interval"] = self.interval
         if self.link:
             values["link"] = self.link
         return urlencode(values)
-
-
-def embed_path(symbols: tuple[str, ...], options: EmbedOptions) -> str:
-    query = options.query()
-    return "/embed/" + ",".join(symbols) + (f"?{query}" if query else "")
 
 
 async def embed(request: Request) -> Response:
@@ -86,7 +107,8 @@ async def embed(request: Request) -> Response:
     except (SymbolError, EmbedError) as exc:
         return error_page(request, 400, "Bad embed", str(exc))
     hub = hub_of(request)
-    items = [{"symbol": s, "html": await hub.fragment(s)} for s in symbols]
+    topics = [options.topic(s) for s in symbols]
+    items = [{"event": t.event, "html": await hub.fragment(t)} for t in topics]
     return page(
         request,
         "embed",
@@ -95,7 +117,7 @@ async def embed(request: Request) -> Response:
         symbols=symbols,
         options=options,
         theme=options.theme,
-        sse_url=sse_url(symbols),
+        sse_url=sse_url(topics),
         status_html=hub.status_html,
     )
 
@@ -112,8 +134,9 @@ async def builder(request: Request) -> Response:
         error = str(exc)
         symbols, options = ("BTCUSDT",), EmbedOptions()
     base = public_base(request)
-    rows = -(-len(symbols) // CARDS_PER_ROW)
-    height = rows * ROW_HEIGHT[options.compact] + 22
+    rows = -(-len(symbols) // PER_ROW[options.view])
+    height = rows * ROW_HEIGHT[options.view] + 22
+    topics = [options.topic(s) for s in symbols]
     return page(
         request,
         "builder",
@@ -123,8 +146,12 @@ async def builder(request: Request) -> Response:
         options=options,
         symbols=symbols,
         base=base,
-        preview_src=embed_path(symbols, options),
-        iframe_src=base + embed_path(symbols, options),
+        views=VIEWS,
+        intervals=SWITCH_INTERVALS,
+        topics=topics,
+        preview_src=embed_path(symbols, options.query()),
+        iframe_src=base + embed_path(symbols, options.query()),
         iframe_height=height,
-        sse_url=sse_url(symbols, base),
+        sse_url=sse_url(topics, base),
+        static_base=static_url("", base),
     )

@@ -1,12 +1,14 @@
-"""The hub: one upstream subscription per symbol, shared by every viewer, rendered once per update.
+"""The hub: one live state per topic, shared by every viewer, rendered once per update.
 
-Viewers (`Subscriber`s) ask for symbols; the hub reference-counts them, asks the upstream for a
-symbol's streams on its first viewer and lets them go a grace period after its last. Each upstream
-event updates the symbol's `Quote`, is rendered once and encoded once as an SSE event, and those
-bytes are dropped into every viewer's latest-value slot for that symbol. Publishing never awaits:
-a slow viewer simply skips to the newest fragment, its memory bounded by its number of symbols.
-The hub also owns honesty: a symbol with no data for `stall_timeout`, or whose upstream is not
-live, is re-rendered as stale. It knows nothing of HTTP.
+Viewers (`Subscriber`s) ask for topics; the hub reference-counts them, creates a topic's panel
+and asks the upstream for its streams on its first viewer, and lets them go a grace period after
+its last. Each upstream message goes to the panels of its stream; a panel that changed is
+rendered once and encoded once as an SSE event, at most once per `render_interval` however fast
+Binance sends, and those bytes are dropped into every viewer's latest-value slot for the topic.
+Publishing never awaits: a slow viewer simply skips to the newest fragment, its memory bounded by
+its number of topics. The hub fetches a panel's REST history once (through the shared cache) and
+owns honesty: a topic with no data for `stall_timeout`, or whose upstream is not live, is
+re-rendered as stale. It knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any
 
 from sse_starlette import ServerSentEvent
 
-from app.binance import State, Upstream, streams_for
+from app.binance import State, Upstream
 from app.config import Settings
-from app.market import Frame, Quote, Ticker, Trade
+from app.market import Message, ParseError
 from app.render import Renderer, sse_event
+from app.rest import Rest, RestError
 from app.symbols import SymbolDirectory
+from app.topics import make_panel
+from app.topics.key import Topic
+from app.topics.panel import Panel
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +38,9 @@ STATUS_EVENT = "status"
 # The keepalive comment's slot; proxies drop quiet connections, and so would a browser's NAT.
 PING = ":ping"
 PING_BYTES = ServerSentEvent(comment="ping").encode()
-
-
-def price_event(symbol: str) -> str:
-    """The SSE event name of a symbol's fragment (CONTRACT.md)."""
-    return f"price-{symbol}"
+# A panel's REST history that failed is tried again after this long, doubling up to a minute.
+HISTORY_RETRY = 2.0
+HISTORY_RETRY_MAX = 60.0
 
 
 class Subscriber:
@@ -49,10 +52,10 @@ class Subscriber:
     socket has accepted nothing for too long, by cancelling `owner`.
     """
 
-    __slots__ = ("closed", "cut_off", "owner", "pending", "sending_since", "symbols", "wake")
+    __slots__ = ("closed", "cut_off", "owner", "pending", "sending_since", "topics", "wake")
 
-    def __init__(self, symbols: tuple[str, ...]) -> None:
-        self.symbols = symbols
+    def __init__(self, topics: tuple[Topic, ...]) -> None:
+        self.topics = topics
         self.pending: dict[str, bytes] = {}
         self.wake = asyncio.Event()
         self.closed = False
@@ -82,32 +85,50 @@ class Subscriber:
         return chunk
 
 
-class _Symbol:
-    """The hub's state for one symbol that someone is (or was, within the grace period) watching."""
+class _Entry:
+    """The hub's state for one topic that someone is (or was, within the grace period) watching."""
 
-    __slots__ = ("expiry", "html", "last_data", "quote", "stale", "subscribed_at", "viewers")
+    __slots__ = (
+        "expiry",
+        "history_task",
+        "html",
+        "last_data",
+        "panel",
+        "rendered_at",
+        "stale",
+        "subscribed_at",
+        "timer",
+        "viewers",
+    )
 
-    def __init__(self, symbol: str) -> None:
-        self.quote = Quote(symbol)
+    def __init__(self, panel: Panel) -> None:
+        self.panel = panel
         self.viewers: set[Subscriber] = set()
         self.html = ""
         self.stale = False
         self.subscribed_at = time.monotonic()
-        self.last_data: float | None = None
+        self.last_data: float | None = None  # monotonic time of the last upstream message
+        self.rendered_at = 0.0  # monotonic
         self.expiry: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # a render held back by the rate limit
+        self.history_task: asyncio.Task[None] | None = None
 
 
 class Hub:
     """Fan-out from the upstream to viewers. Use as `async with Hub(...) as hub:`."""
 
-    def __init__(self, settings: Settings, directory: SymbolDirectory, renderer: Renderer) -> None:
+    def __init__(
+        self, settings: Settings, directory: SymbolDirectory, renderer: Renderer, rest: Rest
+    ) -> None:
         self.settings = settings
         self.directory = directory
         self.renderer = renderer
-        self.upstream = Upstream(settings, self._on_frame, self._on_state)
-        self.symbols: dict[str, _Symbol] = {}
+        self.rest = rest
+        self.upstream = Upstream(settings, self._on_message, self._on_state)
+        self.entries: dict[Topic, _Entry] = {}
+        self.routes: dict[str, list[_Entry]] = {}  # stream -> the entries it feeds
         self.subscribers: set[Subscriber] = set()
-        self.frames: dict[str, bytes] = {}  # newest encoded event per event name
+        self.encoded: dict[str, bytes] = {}  # newest encoded SSE event per event name
         self.events_rendered = 0
         self.status_html = ""
         self.draining = False
@@ -127,16 +148,21 @@ class Hub:
 
     async def __aexit__(self, *exc_info: object) -> None:
         # Shutdown order: end every viewer's stream first (their loops return), then stop the
-        # clock, the flusher and the grace timers, and last close the upstream connections.
+        # clock, the flusher, the history fetches and the timers, and last close the upstream
+        # connections.
         self.drain()
-        for task in (self._clock, self._flusher):
+        tasks = [self._clock, self._flusher, *(e.history_task for e in self.entries.values())]
+        for task in tasks:
             if task is not None:
                 task.cancel()
+        for task in tasks:
+            if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for entry in self.symbols.values():
-            if entry.expiry is not None:
-                entry.expiry.cancel()
+        for entry in self.entries.values():
+            for handle in (entry.expiry, entry.timer):
+                if handle is not None:
+                    handle.cancel()
         await self.upstream.__aexit__(*exc_info)
 
     # -- viewers --------------------------------------------------------------------------------
@@ -147,126 +173,188 @@ class Hub:
         for sub in list(self.subscribers):
             sub.close()
 
-    def subscribe(self, symbols: Iterable[str]) -> Subscriber:
-        """A new viewer of checked `symbols`; its slots start with the current fragment of each."""
-        sub = Subscriber(tuple(symbols))
+    def subscribe(self, topics: Iterable[Topic]) -> Subscriber:
+        """A new viewer of checked `topics`; its slots start with the current fragment of each."""
+        sub = Subscriber(tuple(topics))
         if self.draining:
             sub.close()
         self.subscribers.add(sub)
-        sub.push(STATUS_EVENT, self.frames[STATUS_EVENT])
-        for symbol in sub.symbols:
-            entry = self._acquire(symbol)
+        sub.push(STATUS_EVENT, self.encoded[STATUS_EVENT])
+        for topic in sub.topics:
+            entry = self._acquire(topic)
             entry.viewers.add(sub)
-            sub.push(price_event(symbol), self.frames[price_event(symbol)])
+            sub.push(topic.event, self.encoded[topic.event])
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub not in self.subscribers:
             return
         self.subscribers.discard(sub)
-        for symbol in sub.symbols:
-            entry = self.symbols.get(symbol)
+        for topic in sub.topics:
+            entry = self.entries.get(topic)
             if entry is not None:
                 entry.viewers.discard(sub)
-                self._release(symbol)
+                self._release(entry)
 
-    async def fragment(self, symbol: str, wait: float = 0.0) -> str:
-        """The symbol's fragment now; waits up to `wait` s for a first price if it has none."""
-        sub = self.subscribe([symbol])
+    async def fragment(self, topic: Topic, wait: float = 0.0) -> str:
+        """The topic's fragment now; waits up to `wait` s for first data if it has none."""
+        sub = self.subscribe([topic])
         try:
-            if not self.symbols[symbol].quote.has_price and wait > 0:
+            entry = self.entries[topic]
+            if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await sub.next_chunk()  # the snapshot
-                        while not self.symbols[symbol].quote.has_price:
+                        # Until the data is shown: a render held back by the rate limit ends
+                        # in a publish, which wakes us.
+                        while not entry.panel.has_data or entry.timer is not None:
                             await sub.next_chunk()
-            return self.symbols[symbol].html
+            return entry.html
         finally:
             self.unsubscribe(sub)
 
     # -- reference counting ---------------------------------------------------------------------
 
-    def _acquire(self, symbol: str) -> _Symbol:
-        entry = self.symbols.get(symbol)
+    def _acquire(self, topic: Topic) -> _Entry:
+        entry = self.entries.get(topic)
         if entry is None:
-            entry = self.symbols[symbol] = _Symbol(symbol)
-            self.upstream.want(streams_for(symbol))
+            panel = make_panel(topic, self.directory.info(topic.symbol))
+            entry = self.entries[topic] = _Entry(panel)
+            streams = panel.streams()
+            for stream in streams:
+                self.routes.setdefault(stream, []).append(entry)
+            self.upstream.want(streams)
+            if panel.history() is not None:
+                entry.history_task = asyncio.create_task(
+                    self._fetch_history(entry), name=f"history {topic}"
+                )
             self._render(entry)
-            logger.debug("hub: subscribed %s", symbol)
+            entry.rendered_at = 0.0  # "loading" does not count: the first data goes out at once
+            logger.debug("hub: subscribed %s", topic)
         elif entry.expiry is not None:
             entry.expiry.cancel()
             entry.expiry = None
         return entry
 
-    def _release(self, symbol: str) -> None:
-        entry = self.symbols[symbol]
+    def _release(self, entry: _Entry) -> None:
         if not entry.viewers and entry.expiry is None:
             loop = asyncio.get_running_loop()
-            entry.expiry = loop.call_later(self.settings.grace_period, self._expire, symbol)
+            entry.expiry = loop.call_later(self.settings.grace_period, self._expire, entry)
 
-    def _expire(self, symbol: str) -> None:
-        entry = self.symbols.get(symbol)
-        if entry is None or entry.viewers:
+    def _expire(self, entry: _Entry) -> None:
+        topic = entry.panel.topic
+        if self.entries.get(topic) is not entry or entry.viewers:
             return
-        del self.symbols[symbol]
-        self.frames.pop(price_event(symbol), None)
-        self.upstream.unwant(streams_for(symbol))
-        logger.debug("hub: unsubscribed %s after the grace period", symbol)
+        del self.entries[topic]
+        self.encoded.pop(topic.event, None)
+        streams = entry.panel.streams()
+        for stream in streams:
+            fed = self.routes[stream]
+            fed.remove(entry)
+            if not fed:
+                del self.routes[stream]
+        self.upstream.unwant(streams)
+        if entry.timer is not None:
+            entry.timer.cancel()
+        if entry.history_task is not None:
+            entry.history_task.cancel()  # it only ever awaits the REST cache and sleeps
+        logger.debug("hub: unsubscribed %s after the grace period", topic)
 
-    # -- upstream events ------------------------------------------------------------------------
-
-    def _on_frame(self, frame: Frame) -> None:
-        event = frame.event
-        if not isinstance(event, Trade | Ticker):
+    async def _fetch_history(self, entry: _Entry) -> None:
+        """Seed the panel from REST (one call shared through the cache), retrying with backoff
+        while it fails; live data keeps flowing meanwhile."""
+        panel = entry.panel
+        request = panel.history()
+        assert request is not None
+        delay = HISTORY_RETRY
+        while True:
+            try:
+                body = await self.rest.cached(request.path, request.params, request.ttl)
+                changed = panel.seed(body)
+            except (RestError, ParseError) as exc:
+                panel.history_error = f"history unavailable: {exc}"
+                logger.warning("hub: %s: %s; retrying in %.0f s", panel.topic, exc, delay)
+                self._changed(entry)
+                await asyncio.sleep(max(delay, self.rest.cooling_down()))
+                delay = min(delay * 2, HISTORY_RETRY_MAX)
+                continue
+            if panel.history_error is not None or changed:
+                panel.history_error = None
+                self._changed(entry)
             return
-        entry = self.symbols.get(event.symbol)
-        if entry is None:
-            return  # a late frame for a symbol we have just let go
-        quote = (
-            entry.quote.with_trade(event)
-            if isinstance(event, Trade)
-            else (entry.quote.with_ticker(event))
-        )
-        entry.last_data = time.monotonic()
-        if quote is None:
-            if entry.stale:
-                self._refresh_staleness(entry)
-            return  # out of order or a duplicate: what is shown is already newer
-        entry.quote = quote
-        entry.stale = self._is_stale(entry, entry.last_data)
-        self._publish(entry)
+
+    # -- upstream messages ----------------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        fed = self.routes.get(message.stream or "")
+        if not fed:
+            return  # a late message for a stream we have just let go
+        now = time.monotonic()
+        event = message.event
+        for entry in fed:
+            entry.last_data = now
+            if entry.panel.apply(event):
+                self._changed(entry)
+            elif entry.stale:
+                self._refresh_staleness(entry, now)
 
     def _on_state(self) -> None:
         self._render_status()
         for sub in self.subscribers:
-            sub.push(STATUS_EVENT, self.frames[STATUS_EVENT])
+            sub.push(STATUS_EVENT, self.encoded[STATUS_EVENT])
         now = time.monotonic()
-        for entry in self.symbols.values():
+        for entry in self.entries.values():
             self._refresh_staleness(entry, now)
 
     # -- rendering and publishing ----------------------------------------------------------------
 
-    def _render(self, entry: _Symbol) -> bytes:
-        symbol = entry.quote.symbol
-        info = self.directory.info(symbol)
+    def _changed(self, entry: _Entry) -> None:
+        """A panel changed: publish now, or once `render_interval` has passed since its last
+        render (leading and trailing edge: a lone update goes out at once, a burst as one)."""
+        interval = self.settings.render_interval
+        if interval <= 0:
+            self._publish(entry)
+            return
+        if entry.timer is not None:
+            return  # a render is already due; it will show this change too
+        wait = entry.rendered_at + interval - time.monotonic()
+        if wait <= 0:
+            self._publish(entry)
+        else:
+            entry.timer = asyncio.get_running_loop().call_later(wait, self._publish_due, entry)
+
+    def _publish_due(self, entry: _Entry) -> None:
+        entry.timer = None
+        if self.entries.get(entry.panel.topic) is entry:
+            self._publish(entry)
+
+    def _render(self, entry: _Entry) -> bytes:
+        panel = entry.panel
+        topic = panel.topic
+        info = panel.info
         entry.html = self.renderer.fragment(
-            "quote",
-            quote=entry.quote,
+            panel.template,
+            topic=topic,
             stale=entry.stale,
             demo=self.settings.demo,
+            event_time=panel.event_time,
+            error=panel.history_error,
             decimals=info.decimals if info else None,
             quote_asset=info.quote if info else "",
+            base_asset=info.base if info else "",
+            **panel.context(),
         )
-        data = sse_event(price_event(symbol), entry.html)
-        self.frames[price_event(symbol)] = data
+        data = sse_event(topic.event, entry.html)
+        self.encoded[topic.event] = data
         self.events_rendered += 1
+        entry.rendered_at = time.monotonic()
         return data
 
-    def _publish(self, entry: _Symbol) -> None:
-        """Hand the new fragment to every viewer of the symbol. The hot path: a dict write per
+    def _publish(self, entry: _Entry) -> None:
+        """Hand the new fragment to every viewer of the topic. The hot path: a dict write per
         viewer, then one C-level set union; viewers are woken by the flusher, not here."""
+        entry.stale = self._is_stale(entry, time.monotonic())
         data = self._render(entry)
-        name = price_event(entry.quote.symbol)
+        name = entry.panel.topic.event
         viewers = entry.viewers
         for sub in viewers:
             sub.pending[name] = data
@@ -275,7 +363,7 @@ class Hub:
 
     async def _flush(self) -> None:
         """Wake every viewer with something pending, then let `flush_interval` pass, so that a
-        busy symbol's updates leave in one send per viewer per interval, not one per update.
+        busy topic's updates leave in one send per viewer per interval, not one per update.
         One timer for the whole hub, never one per viewer."""
         interval = self.settings.flush_interval
         while True:
@@ -297,24 +385,23 @@ class Hub:
             State.DOWN: f"{name} unreachable, retrying",
         }
         self.status_html = self.renderer.fragment("status", state=str(state), label=labels[state])
-        self.frames[STATUS_EVENT] = sse_event(STATUS_EVENT, self.status_html)
+        self.encoded[STATUS_EVENT] = sse_event(STATUS_EVENT, self.status_html)
 
     # -- staleness --------------------------------------------------------------------------------
 
-    def _is_stale(self, entry: _Symbol, now: float) -> bool:
-        """No data yet: loading until the stall limit, then an error. A price: stale when old or
+    def _is_stale(self, entry: _Entry, now: float) -> bool:
+        """No data yet: loading until the stall limit, then an error. Data: stale when old or
         when the upstream is not live."""
         limit = self.settings.stall_timeout
         if entry.last_data is None:
             return now - entry.subscribed_at > limit
         return self.upstream.state != State.LIVE or now - entry.last_data > limit
 
-    def _refresh_staleness(self, entry: _Symbol, now: float | None = None) -> None:
-        stale = self._is_stale(entry, time.monotonic() if now is None else now)
-        if stale != entry.stale:
-            entry.stale = stale
-            # A fragment that only changes its stale flag must not flash as a price move.
-            entry.quote = replace(entry.quote, changed=False)
+    def _refresh_staleness(self, entry: _Entry, now: float) -> None:
+        if self._is_stale(entry, now) != entry.stale:
+            if entry.timer is not None:
+                entry.timer.cancel()
+                entry.timer = None
             self._publish(entry)
 
     async def _tick(self) -> None:
@@ -327,7 +414,7 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for entry in list(self.symbols.values()):
+            for entry in list(self.entries.values()):
                 self._refresh_staleness(entry, now)
             now = loop.time()
             if now >= next_ping:
@@ -383,6 +470,8 @@ class Hub:
                 "count": len(self.directory.known),
                 "last_error": self.directory.last_error,
             },
-            "stale": sorted(s for s, e in self.symbols.items() if e.stale),
+            "rest": self.rest.health(),
+            "topics": sorted(t.name for t in self.entries),
+            "stale": sorted(t.name for t, e in self.entries.items() if e.stale),
             "viewers": len(self.subscribers),
         }

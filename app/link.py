@@ -17,11 +17,11 @@ from typing import Protocol
 from websockets.asyncio.client import ClientConnection
 
 from app.config import Settings
-from app.market import Frame, ParseError, Reply, ServerShutdown, parse
+from app.market import Message, ParseError, Reply, ServerShutdown, parse
 
 logger = logging.getLogger(__name__)
 
-# Binance drops a SUBSCRIBE frame over ~8 KB silently (shared/binance-streams.md 2.1); 200 names
+# Binance drops a SUBSCRIBE frame over ~8 KB silently; 200 names
 # of up to ~30 characters stay well below it.
 NAMES_PER_MESSAGE = 200
 # UI-driven changes arrive in bursts (a page asks for 5 symbols at once); wait this long so they
@@ -30,7 +30,7 @@ DEBOUNCE = 0.05
 # A SUBSCRIBE that Binance answered with an error is tried again after this many first-backoff
 # delays (5 s by default): soon enough to heal, slow enough to stay far below 5 messages a second.
 RESUBSCRIBE_BACKOFFS = 5
-# Streams Binance sends every second whatever the market does (shared/binance-streams.md 4.14);
+# Streams Binance sends every second whatever the market does;
 # silence on one of them, while the link carries other data, means the subscription is stuck.
 STEADY_STREAMS = ("@ticker", "@miniTicker")
 
@@ -48,7 +48,7 @@ class LinkOwner(Protocol):
     rotate_after: float
 
     def delivering(self) -> None: ...
-    def deliver(self, frame: Frame) -> None: ...
+    def deliver(self, message: Message) -> None: ...
     def bad_frame(self, exc: ParseError, raw: str | bytes) -> None: ...
     def note_error(self, message: str) -> None: ...
     def note_resubscribes(self, count: int) -> None: ...

@@ -1,300 +1,208 @@
-"""Market values: Binance's JSON frames decoded into typed values, and the quote they build.
+"""Market messages: Binance's JSON decoded and validated into typed values in one step.
 
-Pure data and pure functions, no I/O. Prices and quantities stay the decimal strings Binance sent
-(never a float round-trip); arithmetic on them, such as the 24 h change, goes through `Decimal`.
-`parse` accepts one raw frame and either returns a value or raises `ParseError`; the upstream
-client decides what to do with a bad frame.
+Pure data, no I/O. msgspec decodes each upstream message straight into the structs below and
+rejects, with a `ParseError`, anything of the wrong shape or type, so no panel ever sees a
+half-checked payload. Prices and quantities stay the decimal strings Binance sent (never a float
+round-trip); a string that is not a plain decimal is a malformed message. The combined stream's
+wrapper names the stream, and that name decides the payload type where Binance sends no event
+type (the partial book). REST answers for chart history and recent trades decode here too.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
-from typing import Any
+import time
+from typing import Annotated, Any
 
-# Binance sends prices and quantities as plain non-negative decimals ("93512.01000000"); changes
-# may be negative. Anything else is a malformed frame, not a price to show.
-_DECIMAL = re.compile(r"-?\d{1,20}(\.\d{1,20})?")
+import msgspec
+from msgspec import Raw, Struct, field
+
+# Binance sends prices and quantities as plain decimals ("93512.01000000"); changes may be
+# negative. Anything else is a malformed message, not a price to show.
+Dec = Annotated[str, msgspec.Meta(pattern=r"^-?\d{1,20}(\.\d{1,20})?$")]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+_DEPTH_STREAM = re.compile(r"@depth(5|10|20)(@\d+ms)?$")
 
 
 class ParseError(ValueError):
-    """A frame that is not JSON, or not of any shape we know."""
+    """A message that is not JSON, or not of any shape we know."""
 
 
-@dataclass(frozen=True, slots=True)
-class Trade:
+class Trade(Struct, frozen=True, tag_field="e", tag="trade"):
     """One `<symbol>@trade` event: the real-time last price."""
 
-    symbol: str
-    event_time: int
-    trade_id: int
-    price: str
-    quantity: str
-    trade_time: int
-    buyer_is_maker: bool
+    event_time: int = field(name="E")
+    symbol: Symbol = field(name="s")
+    trade_id: int = field(name="t")
+    price: Dec = field(name="p")
+    quantity: Dec = field(name="q")
+    trade_time: int = field(name="T")
 
 
-@dataclass(frozen=True, slots=True)
-class AggTrade:
-    """One `<symbol>@aggTrade` event (fills of one taker order at one price)."""
+class AggTrade(Struct, frozen=True, tag_field="e", tag="aggTrade"):
+    """One `<symbol>@aggTrade` event (fills of one taker order at one price), or one entry of
+    REST `/api/v3/aggTrades`, which carries no `e`, `E` or `s` (the caller knows the symbol)."""
 
-    symbol: str
-    event_time: int
-    agg_id: int
-    price: str
-    quantity: str
-    first_trade_id: int
-    last_trade_id: int
-    trade_time: int
-    buyer_is_maker: bool
+    agg_id: int = field(name="a")
+    price: Dec = field(name="p")
+    quantity: Dec = field(name="q")
+    trade_time: int = field(name="T")
+    buyer_is_maker: bool = field(name="m")
+    event_time: int = field(name="E", default=0)
+    symbol: str = field(name="s", default="")
 
-
-@dataclass(frozen=True, slots=True)
-class Ticker:
-    """One `<symbol>@ticker` (24hrTicker) or `@miniTicker` event: the rolling 24 h window."""
-
-    symbol: str
-    event_time: int
-    last: str
-    open: str
-    high: str
-    low: str
-    volume: str
-    quote_volume: str
-    last_trade_id: int | None  # `L`; None on miniTicker, which does not carry it
+    @property
+    def side(self) -> str:
+        """The taker's side: the buyer was the maker, so the taker sold."""
+        return "sell" if self.buyer_is_maker else "buy"
 
 
-@dataclass(frozen=True, slots=True)
-class BookTicker:
-    """One `<symbol>@bookTicker` event: best bid and ask (spot sends no event time)."""
+class Ticker(Struct, frozen=True, tag_field="e", tag="24hrTicker"):
+    """One `<symbol>@ticker` event: the rolling 24 h window, once a second."""
 
-    symbol: str
-    update_id: int
-    bid: str
-    bid_qty: str
-    ask: str
-    ask_qty: str
+    event_time: int = field(name="E")
+    symbol: Symbol = field(name="s")
+    last: Dec = field(name="c")
+    open: Dec = field(name="o")
+    high: Dec = field(name="h")
+    low: Dec = field(name="l")
+    volume: Dec = field(name="v")
+    quote_volume: Dec = field(name="q")
+    last_trade_id: int = field(name="L")
 
 
-@dataclass(frozen=True, slots=True)
-class ServerShutdown:
+class Candle(Struct, frozen=True):
+    """One kline: the `k` object of a `<symbol>@kline_<interval>` event, or one REST row."""
+
+    open_time: int = field(name="t")
+    close_time: int = field(name="T")
+    interval: str = field(name="i")
+    open: Dec = field(name="o")
+    high: Dec = field(name="h")
+    low: Dec = field(name="l")
+    close: Dec = field(name="c")
+    volume: Dec = field(name="v")
+    trades: int = field(name="n")
+    closed: bool = field(name="x")
+
+
+class Kline(Struct, frozen=True, tag_field="e", tag="kline"):
+    """One `<symbol>@kline_<interval>` event: the candle as it stands (`closed` when final)."""
+
+    event_time: int = field(name="E")
+    symbol: Symbol = field(name="s")
+    candle: Candle = field(name="k")
+
+
+class ServerShutdown(Struct, frozen=True, tag_field="e", tag="serverShutdown"):
     """Binance's notice that this connection's server is about to go away."""
 
-    event_time: int
+    event_time: int = field(name="E")
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to a control message (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, ...)."""
+class Depth(Struct, frozen=True):
+    """One `<symbol>@depth<N>[@100ms]` event: the whole top of the book, best first per side.
+    Binance sends no event time or symbol with it; the stream name says whose book it is."""
 
-    id: int | str | None
-    result: Any
-    error_code: int | None = None
-    error_msg: str | None = None
-
-
-Event = Trade | AggTrade | Ticker | BookTicker | ServerShutdown
+    last_update_id: int = field(name="lastUpdateId")
+    bids: list[tuple[Dec, Dec]]
+    asks: list[tuple[Dec, Dec]]
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """A decoded data frame: the stream it came on (None on raw connections) and its event."""
+Event = Trade | AggTrade | Ticker | Kline | ServerShutdown | Depth
+_Tagged = Trade | AggTrade | Ticker | Kline | ServerShutdown
+
+
+class Message(Struct, frozen=True):
+    """A decoded data message: the stream it came on (None on raw connections) and its event."""
 
     stream: str | None
     event: Event
 
 
-def parse(raw: str | bytes) -> Frame | Reply:
+class Reply(Struct, frozen=True):
+    """The answer to a control message (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, ...)."""
+
+    id: int | str | None
+    result: Any = None
+    error_code: int | None = None
+    error_msg: str | None = None
+
+
+class _Error(Struct):
+    code: int = -1
+    msg: str = ""
+
+
+class _Envelope(Struct):
+    """Every upstream text frame: a combined-stream wrapper, a control reply, or a raw event."""
+
+    stream: str | None = None
+    data: Raw = field(default_factory=Raw)  # empty when absent
+    id: int | str | None = None
+    result: Raw = field(default_factory=Raw)
+    error: _Error | str | None = None
+    e: str | None = None
+
+
+_envelope = msgspec.json.Decoder(_Envelope)
+_tagged: msgspec.json.Decoder[_Tagged] = msgspec.json.Decoder(_Tagged)
+_depth = msgspec.json.Decoder(Depth)
+_any = msgspec.json.Decoder()
+_klines = msgspec.json.Decoder(
+    list[tuple[int, Dec, Dec, Dec, Dec, Dec, int, Dec, int, Dec, Dec, str]]
+)
+_agg_trades = msgspec.json.Decoder(list[AggTrade])
+
+
+def parse(raw: str | bytes) -> Message | Reply:
     """Decode one upstream text frame; raise ParseError for anything we cannot trust."""
     try:
-        msg = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ParseError(f"not JSON: {exc}") from None
-    if not isinstance(msg, dict):
-        raise ParseError(f"expected an object, got {type(msg).__name__}")
-    if "id" in msg and ("result" in msg or "error" in msg):
-        return _reply(msg)
-    stream: str | None = None
-    if "stream" in msg and "data" in msg:
-        stream, msg = msg["stream"], msg["data"]
-        if not isinstance(stream, str) or not isinstance(msg, dict):
-            raise ParseError("combined frame with a malformed stream or data")
+        envelope = _envelope.decode(raw)
+        if envelope.stream is not None and envelope.data:
+            return Message(envelope.stream, _decode_event(envelope.stream, envelope.data))
+        if envelope.e is not None:
+            return Message(None, _tagged.decode(raw))
+        if envelope.result or envelope.error is not None or envelope.id is not None:
+            return _reply(envelope)
+    except msgspec.DecodeError as exc:
+        raise ParseError(str(exc)) from None
+    raise ParseError("neither a stream message, an event nor a reply")
+
+
+def _decode_event(stream: str, data: Raw) -> Event:
+    if _DEPTH_STREAM.search(stream):
+        return _depth.decode(data)
+    return _tagged.decode(data)
+
+
+def _reply(envelope: _Envelope) -> Reply:
+    error = envelope.error
+    if isinstance(error, _Error):
+        return Reply(envelope.id, None, error.code, error.msg)
+    if isinstance(error, str):
+        return Reply(envelope.id, None, -1, error)
+    result = _any.decode(envelope.result) if envelope.result else None
+    return Reply(envelope.id, result)
+
+
+def parse_klines(raw: bytes, symbol: str, interval: str) -> list[Candle]:
+    """REST `/api/v3/klines` rows into candles, oldest first; the last may still be forming."""
     try:
-        return Frame(stream, _event(msg))
-    except (KeyError, TypeError) as exc:
-        raise ParseError(f"missing or mistyped field {exc}") from None
+        rows = _klines.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"klines for {symbol}: {exc}") from None
+    now = int(time.time() * 1000)
+    return [
+        Candle(t, close_t, interval, o, h, low, c, v, n, close_t < now)
+        for t, o, h, low, c, v, close_t, _q, n, _tb, _tq, _ in rows
+    ]
 
 
-def _reply(msg: dict[str, Any]) -> Reply:
-    error = msg.get("error")
-    if error is None:
-        return Reply(msg["id"], msg.get("result"))
-    if isinstance(error, dict):
-        return Reply(msg["id"], None, _int(error.get("code", -1)), str(error.get("msg", "")))
-    return Reply(msg["id"], None, -1, str(error))
-
-
-def _event(d: dict[str, Any]) -> Event:
-    kind = d.get("e")
-    if kind == "trade":
-        return Trade(
-            symbol=_symbol(d["s"]),
-            event_time=_int(d["E"]),
-            trade_id=_int(d["t"]),
-            price=_dec(d["p"]),
-            quantity=_dec(d["q"]),
-            trade_time=_int(d["T"]),
-            buyer_is_maker=_bool(d["m"]),
-        )
-    if kind == "aggTrade":
-        return AggTrade(
-            symbol=_symbol(d["s"]),
-            event_time=_int(d["E"]),
-            agg_id=_int(d["a"]),
-            price=_dec(d["p"]),
-            quantity=_dec(d["q"]),
-            first_trade_id=_int(d["f"]),
-            last_trade_id=_int(d["l"]),
-            trade_time=_int(d["T"]),
-            buyer_is_maker=_bool(d["m"]),
-        )
-    if kind in ("24hrTicker", "24hrMiniTicker"):
-        return Ticker(
-            symbol=_symbol(d["s"]),
-            event_time=_int(d["E"]),
-            last=_dec(d["c"]),
-            open=_dec(d["o"]),
-            high=_dec(d["h"]),
-            low=_dec(d["l"]),
-            volume=_dec(d["v"]),
-            quote_volume=_dec(d["q"]),
-            last_trade_id=_int(d["L"]) if kind == "24hrTicker" else None,
-        )
-    if kind == "serverShutdown":
-        return ServerShutdown(event_time=_int(d["E"]))
-    if kind is None and {"u", "s", "b", "a"} <= d.keys():
-        return BookTicker(
-            symbol=_symbol(d["s"]),
-            update_id=_int(d["u"]),
-            bid=_dec(d["b"]),
-            bid_qty=_dec(d["B"]),
-            ask=_dec(d["a"]),
-            ask_qty=_dec(d["A"]),
-        )
-    raise ParseError(f"unknown event type {kind!r}")
-
-
-def _int(v: Any) -> int:
-    if type(v) is not int:
-        raise TypeError(f"{v!r} is not an integer")
-    return v
-
-
-def _bool(v: Any) -> bool:
-    if type(v) is not bool:
-        raise TypeError(f"{v!r} is not a boolean")
-    return v
-
-
-def _dec(v: Any) -> str:
-    if type(v) is not str or not _DECIMAL.fullmatch(v):
-        raise TypeError(f"{v!r} is not a decimal string")
-    return v
-
-
-def _symbol(v: Any) -> str:
-    if type(v) is not str or not v:
-        raise TypeError(f"{v!r} is not a symbol")
-    return v
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """What the board shows for one symbol, built up from trades and tickers.
-
-    `event_time` is the Binance `E` of the update that produced this quote. `changed` says whether
-    that update moved the price (the page flashes only then); `direction` is "up" or "down" against
-    the previous different price and stays until the price moves the other way.
-    """
-
-    symbol: str
-    price: str | None = None
-    event_time: int | None = None
-    trade_id: int = -1
-    direction: str = ""
-    changed: bool = False
-    open: str | None = None
-    high: str | None = None
-    low: str | None = None
-    volume: str | None = None
-    quote_volume: str | None = None
-    ticker_time: int = -1
-
-    @property
-    def has_price(self) -> bool:
-        return self.price is not None
-
-    def change(self) -> tuple[str, str] | None:
-        """Absolute and percent change of the last price against the 24 h open, as text."""
-        if self.price is None or self.open is None:
-            return None
-        try:
-            last, first = Decimal(self.price), Decimal(self.open)
-        except InvalidOperation:
-            return None
-        diff = last - first
-        pct = (diff / first * 100) if first else Decimal(0)
-        return str(diff), str(pct.quantize(Decimal("0.01")))
-
-    def with_trade(self, t: Trade) -> Quote | None:
-        """The quote after trade `t`, or None when `t` is not newer than what is shown."""
-        if t.trade_id <= self.trade_id:
-            return None  # a duplicate (overlapping connections) or out of order: never go back
-        high, low = self.high, self.low
-        if high is not None and Decimal(t.price) > Decimal(high):
-            high = t.price
-        if low is not None and Decimal(t.price) < Decimal(low):
-            low = t.price
-        return replace(
-            self,
-            trade_id=t.trade_id,
-            event_time=t.event_time,
-            high=high,
-            low=low,
-            **_price_move(self, t.price),
-        )
-
-    def with_ticker(self, k: Ticker) -> Quote | None:
-        """The quote after ticker `k`, or None when `k` is not newer than the last ticker."""
-        if k.event_time <= self.ticker_time:
-            return None
-        fields: dict[str, Any] = {
-            "open": k.open,
-            "high": k.high,
-            "low": k.low,
-            "volume": k.volume,
-            "quote_volume": k.quote_volume,
-            "ticker_time": k.event_time,
-            "event_time": k.event_time,
-            "changed": False,
-        }
-        # The ticker's own last price counts only if it is newer than the last trade we saw
-        # (no trade yet, or trades missed while reconnecting).
-        if self.price is None or (k.last_trade_id is not None and k.last_trade_id > self.trade_id):
-            fields.update(_price_move(self, k.last))
-            if k.last_trade_id is not None:
-                fields["trade_id"] = k.last_trade_id
-        return replace(self, **fields)
-
-
-def _price_move(q: Quote, price: str) -> dict[str, Any]:
-    direction = q.direction
-    if q.price is not None and price != q.price:
-        direction = "up" if Decimal(price) > Decimal(q.price) else "down"
-    return {
-        "price": price,
-        "direction": direction,
-        "changed": q.price is not None and price != q.price,
-    }
+def parse_agg_trades(raw: bytes, symbol: str) -> list[AggTrade]:
+    """REST `/api/v3/aggTrades` into trades of `symbol`, oldest first."""
+    try:
+        trades = _agg_trades.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ParseError(f"aggTrades for {symbol}: {exc}") from None
+    return [msgspec.structs.replace(t, symbol=symbol, event_time=t.trade_time) for t in trades]

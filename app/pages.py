@@ -9,7 +9,6 @@ referrer policy. Only embed pages may be framed by other sites, and only by the 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -19,6 +18,7 @@ from app.hub import Hub
 from app.limits import ViewerLimits
 from app.render import Renderer
 from app.symbols import SymbolDirectory
+from app.urls import static_url
 
 _POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -45,11 +45,6 @@ def settings_of(request: Request) -> Settings:
 def renderer_of(request: Request) -> Renderer:
     renderer: Renderer = request.state.renderer
     return renderer
-
-
-def sse_url(symbols: tuple[str, ...], base: str = "") -> str:
-    """The one event stream a page (or a host page, with `base`) opens for `symbols`."""
-    return base + "/sse?" + urlencode({"symbols": ",".join(symbols)}, safe=",")
 
 
 def limits_of(request: Request) -> ViewerLimits:
@@ -91,9 +86,7 @@ def page(
     """Render `pages/<name>.html` with what every page needs, and our security headers."""
     settings = settings_of(request)
     context.setdefault("theme", "auto")
-    html = renderer_of(request).page(
-        name, demo=settings.demo, static=lambda path: f"/static/{path}", **context
-    )
+    html = renderer_of(request).page(name, demo=settings.demo, static=static_url, **context)
     return HTMLResponse(
         html, status_code=status_code, headers=security_headers(settings, frameable=frameable)
     )

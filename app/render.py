@@ -94,6 +94,23 @@ def format_clock(ms: int | None) -> str:
     return time.strftime("%H:%M:%S UTC", time.gmtime(ms / 1000))
 
 
+def format_quantity(value: str | None) -> str:
+    """An amount as Binance sent it, without the trailing zeros: '0.00150000' -> '0.0015'."""
+    if value is None:
+        return "—"
+    integer, _, fraction = value.partition(".")
+    fraction = fraction.rstrip("0")
+    text = group_thousands(integer.lstrip("0") or "0")
+    return f"{text}.{fraction}" if fraction else text
+
+
+def format_hms(ms: int | None) -> str:
+    """Binance milliseconds as 'HH:MM:SS' (UTC), for rows where a column header says UTC."""
+    if ms is None:
+        return "—"
+    return time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
+
+
 def make_environment(templates: Path | None = None) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates or resource_dir("templates")),
@@ -106,6 +123,8 @@ def make_environment(templates: Path | None = None) -> jinja2.Environment:
     env.filters["signed"] = format_signed
     env.filters["volume"] = format_volume
     env.filters["clock"] = format_clock
+    env.filters["qty"] = format_quantity
+    env.filters["hms"] = format_hms
     return env
 
 

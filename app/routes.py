@@ -1,14 +1,13 @@
 """HTTP endpoints: the pages, fragments, health, and the routing table (/sse is app.stream).
 
-Every symbol in a request is checked by the symbol directory before the hub hears of it; bad
-input gets a 400 with a sentence (an HTML page where a person is looking, plain text where a
-program is). The hub and the directory come from the lifespan state.
+Every symbol and topic in a request is checked by the symbol directory before the hub hears of
+it; bad input gets a 400 with a sentence (an HTML page where a person is looking, plain text
+where a program is). The hub and the directory come from the lifespan state.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -34,19 +33,23 @@ from app.pages import (
     plain_error,
     renderer_of,
     settings_of,
-    sse_url,
 )
 from app.render import resource_dir
 from app.symbols import SymbolError
+from app.topics.key import (
+    DEFAULT_INTERVAL,
+    SWITCH_INTERVALS,
+    Topic,
+    check_interval,
+    parse_topic,
+    price,
+)
+from app.urls import board_url, builder_url, market_url, sse_url
 
 logger = logging.getLogger(__name__)
 
-# How long GET /fragment waits for a first price of a symbol nobody was watching.
+# How long GET /fragment waits for first data of a topic nobody was watching.
 FRAGMENT_WAIT = 3.0
-
-
-def _board_url(symbols: tuple[str, ...]) -> str:
-    return "/?" + urlencode({"symbols": ",".join(symbols)}, safe=",")
 
 
 async def board(request: Request) -> Response:
@@ -66,13 +69,19 @@ async def board(request: Request) -> Response:
         except SymbolError as exc:
             error = str(exc)
         else:
-            return RedirectResponse(_board_url(wanted), status_code=303)
+            return RedirectResponse(board_url(wanted), status_code=303)
     hub = hub_of(request)
     items = []
     for symbol in symbols:
         others = tuple(s for s in symbols if s != symbol)
         items.append(
-            {"symbol": symbol, "html": await hub.fragment(symbol), "remove_url": _board_url(others)}
+            {
+                "symbol": symbol,
+                "event": price(symbol).event,
+                "html": await hub.fragment(price(symbol)),
+                "remove_url": board_url(others),
+                "market_url": market_url(symbol),
+            }
         )
     return page(
         request,
@@ -82,19 +91,57 @@ async def board(request: Request) -> Response:
         items=items,
         error=error,
         add_value=echo(add, 40) if error else "",
-        sse_url=sse_url(symbols),
+        sse_url=sse_url(price(s) for s in symbols),
+        embed_url=builder_url(symbols),
+        status_html=hub.status_html,
+    )
+
+
+async def market(request: Request) -> Response:
+    """One symbol's page: price card, chart, order book and trades, on one event stream."""
+    directory = directory_of(request)
+    try:
+        symbol = directory.check(request.path_params["symbol"])
+        interval = check_interval(request.query_params.get("interval") or DEFAULT_INTERVAL)
+    except SymbolError as exc:
+        return error_page(request, 400, "Bad market", str(exc))
+    topics = {
+        "price": price(symbol),
+        "chart": Topic("chart", symbol, interval),
+        "book": Topic("book", symbol),
+        "trades": Topic("trades", symbol),
+    }
+    hub = hub_of(request)
+    panels = {kind: await hub.fragment(topic) for kind, topic in topics.items()}
+    info = directory.info(symbol)
+    return page(
+        request,
+        "market",
+        symbol=symbol,
+        info=info,
+        interval=interval,
+        intervals=[(iv, market_url(symbol, iv)) for iv in SWITCH_INTERVALS],
+        other_interval=None if interval in SWITCH_INTERVALS else interval,
+        topics=topics,
+        panels=panels,
+        sse_url=sse_url(topics.values()),
+        board_url=board_url(settings_of(request).symbols),
+        embed_url=builder_url([symbol], f"view=chart&interval={interval}"),
         status_html=hub.status_html,
     )
 
 
 async def fragment(request: Request) -> Response:
+    """`/fragment/<TOPIC>` (`book:BTCUSDT`), or `/fragment/<SYMBOL>` for the price card."""
     if request.method == "OPTIONS":  # not a CORS preflight (the middleware answers those)
         return Response(status_code=204, headers={"Allow": "GET, HEAD, OPTIONS"})
+    text = request.path_params["topic"]
+    directory = directory_of(request)
     try:
-        symbol = directory_of(request).check(request.path_params["symbol"])
+        topic = parse_topic(text, directory) if ":" in text else price(directory.check(text))
     except SymbolError as exc:
         return plain_error(400, str(exc))
-    html = await hub_of(request).fragment(symbol, wait=FRAGMENT_WAIT)
+    html = await hub_of(request).fragment(topic, wait=FRAGMENT_WAIT)
     return HTMLResponse(html)
 
 
@@ -140,7 +187,8 @@ def routes(settings: Settings) -> list[Route | Mount]:
         # GET /sse is app.stream.EventStream, called by app.application.PriceApp directly.
         # OPTIONS too: htmx's hx-get sends HX-* headers, so a cross-site fetch is preflighted,
         # and the CORS middleware must see the preflight before the method check refuses it.
-        Route("/fragment/{symbol}", fragment, methods=["GET", "OPTIONS"], middleware=cors),
+        Route("/fragment/{topic}", fragment, methods=["GET", "OPTIONS"], middleware=cors),
+        Route("/market/{symbol}", market),
         Route("/embed", builder),
         Route("/embed/{symbols}", embed),
         Route("/healthz", healthz),

@@ -23,6 +23,7 @@ from app.config import Settings
 from app.hub import Hub, Subscriber
 from app.limits import RETRY_AFTER, ViewerLimits
 from app.symbols import SymbolDirectory, SymbolError
+from app.topics.key import Topic, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def cors_headers(settings: Settings, origin: str | None) -> list[tuple[bytes, by
 
 
 class EventStream:
-    """The ASGI app behind GET /sse?symbols=A,B,C."""
+    """The ASGI app behind GET /sse?topics=price:A,book:A and GET /sse?symbols=A,B,C."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
@@ -63,8 +64,11 @@ class EventStream:
         directory: SymbolDirectory = state["directory"]
         settings: Settings = state["settings"]
         limits: ViewerLimits = state["limits"]
+        query = QueryParams(scope["query_string"])
         try:
-            symbols = directory.check_list(QueryParams(scope["query_string"]).get("symbols"))
+            topics = parse_request(
+                query.get("topics"), query.get("symbols"), directory, settings.max_symbols
+            )
         except SymbolError as exc:
             return await _refuse(400, str(exc), scope, receive, send)
         client = scope["client"][0] if scope.get("client") else "unknown"
@@ -89,18 +93,18 @@ class EventStream:
             )
             # HEAD: the headers, and no endless body. A reader cut off for accepting nothing
             # gets no last chunk either: sending it would wait on that same full socket.
-            if scope["method"] == "HEAD" or await self.serve(hub, symbols, settings, receive, send):
+            if scope["method"] == "HEAD" or await self.serve(hub, topics, settings, receive, send):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             limits.release(client)
 
     @staticmethod
     async def serve(
-        hub: Hub, symbols: tuple[str, ...], settings: Settings, receive: Receive, send: Send
+        hub: Hub, topics: tuple[Topic, ...], settings: Settings, receive: Receive, send: Send
     ) -> bool:
         """Send the viewer everything pending, each time the hub wakes it, until it leaves.
         False if the hub cut it off for not reading."""
-        sub = hub.subscribe(symbols)
+        sub = hub.subscribe(topics)
         sub.owner = asyncio.current_task()
         watcher = asyncio.create_task(_wait_for_disconnect(receive, sub))
         try:

@@ -14,18 +14,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import msgspec
 
 from app.config import Settings
+from app.rest import TIMEOUT, Rest, RestError
 
 logger = logging.getLogger(__name__)
 
 # Binance symbols are upper-case ASCII letters and digits ("1000SATSUSDT"), and since 2025-12 may
-# hold non-ASCII letters too (shared/binance-streams.md 1.3). The longest listed is under 20.
+# hold non-ASCII letters too. The longest listed is under 20.
 MAX_SYMBOL_LENGTH = 20
-FETCH_TIMEOUT = 10.0
 # After a failed fetch, try again sooner than the normal refresh interval.
-RETRY_AFTER_FAILURE = 60.0
+RETRY_AFTER_FAILURE = 30.0
 
 
 class SymbolError(ValueError):
@@ -55,7 +55,7 @@ def _well_formed(symbol: str) -> bool:
     )
 
 
-def _describe(text: str) -> str:
+def describe(text: str) -> str:
     """Quote user input in an error message, shortened and with control characters shown."""
     shown = text if len(text) <= 40 else text[:40] + "…"
     return repr(shown)
@@ -84,11 +84,11 @@ class SymbolDirectory:
             raise SymbolError("empty symbol: name one, like BTCUSDT")
         if not _well_formed(symbol):
             raise SymbolError(
-                f"malformed symbol {_describe(text)}: use letters and digits only, "
+                f"malformed symbol {describe(text)}: use letters and digits only, "
                 f"at most {MAX_SYMBOL_LENGTH} characters, like BTCUSDT"
             )
         if self.known and symbol not in self.known:
-            raise SymbolError(f"unknown symbol {_describe(symbol)}: Binance does not list it")
+            raise SymbolError(f"unknown symbol {describe(symbol)}: Binance does not list it")
         return symbol
 
     def check_list(self, text: str | None, *, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -106,34 +106,37 @@ class SymbolDirectory:
             raise SymbolError("no symbols given: ask for some, like ?symbols=BTCUSDT,ETHUSDT")
         return symbols
 
-    async def refresh(self, client: httpx.AsyncClient) -> bool:
-        """Fetch exchangeInfo once; keep the old list (or none) and log if that fails."""
+    async def refresh(self, rest: Rest, time_limit: float = TIMEOUT) -> bool:
+        """Fetch exchangeInfo once (within `time_limit` s); keep the old list (or none), and log
+        and remember why, if that fails."""
         url = self.settings.rest.rstrip("/") + "/api/v3/exchangeInfo"
         try:
-            response = await client.get(url, timeout=FETCH_TIMEOUT)
-            response.raise_for_status()
-            known = self._parse(response.json())
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            logger.warning(
-                "symbol list unavailable from %s (%s); %s",
-                url,
-                self.last_error,
-                "keeping the last list" if self.known else "checking symbols by format only",
-            )
-            return False
-        self.known, self.loaded_at, self.last_error = known, time.monotonic(), None
-        logger.info("symbol list: %d symbols from %s", len(known), url)
-        return True
+            body = await rest.get("/api/v3/exchangeInfo", time_limit=time_limit)
+            known = self._parse(msgspec.json.decode(body))
+        except RestError as exc:
+            self.last_error = str(exc)
+        except (msgspec.DecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.last_error = f"unusable exchangeInfo: {type(exc).__name__}: {exc}"
+        else:
+            self.known, self.loaded_at, self.last_error = known, time.monotonic(), None
+            logger.info("symbol list: %d symbols from %s", len(known), url)
+            return True
+        logger.warning(
+            "symbol list unavailable from %s (%s); %s; trying again in %g s",
+            url,
+            self.last_error,
+            "keeping the last list" if self.known else "checking symbols by format only",
+            RETRY_AFTER_FAILURE,
+        )
+        return False
 
-    async def run(self) -> None:
+    async def run(self, rest: Rest) -> None:
         """Refresh forever (the first fetch is the caller's): at `symbols_refresh` intervals,
         sooner while fetches fail."""
-        async with httpx.AsyncClient(follow_redirects=True) as client:
-            ok = self.last_error is None
-            while True:
-                await asyncio.sleep(self.settings.symbols_refresh if ok else RETRY_AFTER_FAILURE)
-                ok = await self.refresh(client)
+        ok = self.last_error is None
+        while True:
+            await asyncio.sleep(self.settings.symbols_refresh if ok else RETRY_AFTER_FAILURE)
+            ok = await self.refresh(rest)
 
     @staticmethod
     def _parse(document: Any) -> dict[str, SymbolInfo]:

@@ -1,0 +1,169 @@
+"""The one REST client: Binance's request-weight rules kept, answers shared and cached.
+
+Every REST call the server makes (the symbol list, chart history, the first trades) goes through
+one `Rest`, owned by the lifespan. It reads Binance's weight header, and on a 429 (rate limit) or
+418 (an IP ban for ignoring 429s) it stops calling altogether until `Retry-After` has passed,
+refusing locally in the meantime, and says so in /healthz: hammering on is how an IP gets banned
+for days. `cached` makes one call serve everyone: concurrent askers share one request in flight,
+and the answer is kept for its lifetime. It knows nothing of panels or HTML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from typing import Any
+
+import httpx
+
+from app.config import Settings
+
+logger = logging.getLogger(__name__)
+
+# How long one REST call may take, whole, before it counts as failed.
+TIMEOUT = 10.0
+# Without Retry-After: a 429 waits a minute (Binance's weight window), a 418 ban two minutes,
+# the shortest ban Binance hands out.
+COOL_DOWN = {429: 60.0, 418: 120.0}
+# Answers kept at most, oldest dropped first (a few per watched symbol).
+CACHE_ENTRIES = 512
+
+_Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class RestError(Exception):
+    """A REST call that gave no usable answer; the message is a sentence for logs and pages."""
+
+
+class Rest:
+    """Binance's REST API at `settings.rest`. Use as `async with Rest(settings) as rest:`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.base = settings.rest.rstrip("/")
+        self.client = httpx.AsyncClient(
+            follow_redirects=True, headers={"User-Agent": "pricestream"}
+        )
+        self.calls: Counter[str] = Counter()  # requests sent, per path
+        self.cache_hits = 0
+        self.used_weight: int | None = None  # Binance's X-MBX-USED-WEIGHT-1M, last seen
+        self.cooling_until: float | None = None  # monotonic; no calls before it
+        self.last_error: str | None = None
+        self._cache: OrderedDict[_Key, tuple[float, bytes]] = OrderedDict()
+        self._inflight: dict[_Key, asyncio.Task[bytes]] = {}
+
+    async def __aenter__(self) -> Rest:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # Shutdown order: cancel the calls in flight (their askers get CancelledError or have
+        # gone), then close the connection pool.
+        for task in list(self._inflight.values()):
+            task.cancel()
+        for task in list(self._inflight.values()):
+            with contextlib.suppress(asyncio.CancelledError, RestError):
+                await task
+        await self.client.aclose()
+
+    def cooling_down(self) -> float:
+        """Seconds left before we may call Binance again (0 when we may)."""
+        if self.cooling_until is None:
+            return 0.0
+        left = self.cooling_until - time.monotonic()
+        if left <= 0:
+            self.cooling_until = None
+            return 0.0
+        return left
+
+    async def get(
+        self, path: str, params: dict[str, str] | None = None, time_limit: float = TIMEOUT
+    ) -> bytes:
+        """One call, now: the body of a 200, or RestError saying why not."""
+        wait = self.cooling_down()
+        if wait:
+            raise RestError(f"Binance asked us to slow down; no REST calls for {wait:.0f} s more")
+        url = self.base + path
+        self.calls[path] += 1
+        try:
+            async with asyncio.timeout(time_limit):
+                response = await self.client.get(url, params=params)
+                body = await response.aread()
+        except TimeoutError:
+            raise self._failed(f"{path}: no answer within {time_limit:g} s") from None
+        except httpx.HTTPError as exc:
+            raise self._failed(f"{path}: {type(exc).__name__}: {exc}") from None
+        weight = response.headers.get("x-mbx-used-weight-1m", "")
+        if weight.isdigit():
+            self.used_weight = int(weight)
+        status = response.status_code
+        if status in COOL_DOWN:
+            retry_after = response.headers.get("retry-after", "")
+            pause = float(retry_after) if retry_after.isdigit() else COOL_DOWN[status]
+            self.cooling_until = time.monotonic() + pause
+            what = "banned this address" if status == 418 else "rate-limited us"
+            logger.warning(
+                "REST: Binance %s (HTTP %d on %s); no REST calls for %.0f s",
+                what,
+                status,
+                path,
+                pause,
+            )
+            raise self._failed(f"HTTP {status}: Binance {what}; pausing REST for {pause:.0f} s")
+        if status != 200:
+            raise self._failed(f"{path}: HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
+        self.last_error = None
+        return body
+
+    async def cached(self, path: str, params: dict[str, str], ttl: float) -> bytes:
+        """The answer to `path?params`, from the cache if younger than `ttl` seconds; askers at
+        the same time share one request."""
+        key: _Key = (path, tuple(sorted(params.items())))
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            self.cache_hits += 1
+            return hit[1]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch(key, ttl), name=f"rest {path}")
+            # Retrieved here too, so a failure whose askers have all gone is not reported as
+            # "never retrieved"; it was logged and counted already.
+            task.add_done_callback(_retrieve)
+            self._inflight[key] = task
+        else:
+            self.cache_hits += 1
+        # Shielded: one asker leaving (its viewer closed the page) must not cancel the call
+        # for the others. The task is ours, and __aexit__ cancels it.
+        return await asyncio.shield(task)
+
+    async def _fetch(self, key: _Key, ttl: float) -> bytes:
+        try:
+            body = await self.get(key[0], dict(key[1]))
+        finally:
+            del self._inflight[key]
+        self._cache[key] = (time.monotonic() + ttl, body)
+        self._cache.move_to_end(key)
+        while len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return body
+
+    def _failed(self, message: str) -> RestError:
+        self.last_error = message
+        return RestError(message)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "url": self.base,
+            "calls": dict(self.calls),
+            "cache_hits": self.cache_hits,
+            "used_weight_1m": self.used_weight,
+            "cooling_down_s": round(self.cooling_down(), 1),
+            "last_error": self.last_error,
+        }
+
+
+def _retrieve(task: asyncio.Task[bytes]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,83 @@
+"""The candlestick chart of one interval: history from REST klines, then live from the stream.
+
+`<symbol>@kline_<interval>` sends the forming candle every two seconds and a final update
+(`closed`) when it ends. Candles are keyed by open time: a stream update replaces the REST row
+for the same candle, a closed candle is final, and the window keeps the newest `CANDLES`.
+Every render carries the whole window, so a viewer that reads slowly and skips renders still
+ends up with every closed candle exactly as Binance closed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.market import Candle, Event, Kline, parse_klines
+from app.symbols import SymbolInfo
+from app.topics.key import INTERVALS, Topic
+from app.topics.panel import CANDLES, History, Panel, klines_history
+from app.topics.svg import chart
+
+
+class ChartPanel(Panel):
+    template = "chart"
+
+    def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
+        super().__init__(topic, info)
+        self.candles: dict[int, Candle] = {}  # by open time
+        self.updated: dict[int, int] = {}  # open time -> event time of its latest update
+        self.newest_event: int | None = None
+
+    def own_streams(self) -> tuple[str, ...]:
+        return (f"{self.topic.symbol.lower()}@kline_{self.topic.interval}",)
+
+    def apply(self, event: Event) -> bool:
+        if not isinstance(event, Kline) or event.candle.interval != self.topic.interval:
+            return False
+        candle = event.candle
+        start = candle.open_time
+        known = self.candles.get(start)
+        if known is not None and (known.closed or event.event_time <= self.updated.get(start, -1)):
+            return False  # final already, or an older update (overlapping connections)
+        if known is None and len(self.candles) >= CANDLES and start < min(self.candles):
+            return False  # older than the window
+        self.candles[start] = candle
+        self.updated[start] = event.event_time
+        self.newest_event = max(self.newest_event or 0, event.event_time)
+        self._trim()
+        return True
+
+    def history(self) -> History:
+        return klines_history(self.topic.symbol, self.topic.interval)
+
+    def seed(self, body: bytes) -> bool:
+        rows = parse_klines(body, self.topic.symbol, self.topic.interval)
+        before = dict(self.candles)
+        for candle in rows:
+            # What the stream sent is newer than any REST row for the same candle.
+            self.candles.setdefault(candle.open_time, candle)
+        self._trim()
+        if rows and self.newest_event is None:
+            self.newest_event = rows[-1].close_time if rows[-1].closed else rows[-1].open_time
+        return self.candles != before
+
+    def _trim(self) -> None:
+        if len(self.candles) > CANDLES or list(self.candles) != sorted(self.candles):
+            keep = sorted(self.candles)[-CANDLES:]
+            self.candles = {t: self.candles[t] for t in keep}
+            self.updated = {t: e for t, e in self.updated.items() if t in self.candles}
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.candles)
+
+    @property
+    def event_time(self) -> int | None:
+        return self.newest_event
+
+    def context(self) -> dict[str, Any]:
+        candles = list(self.candles.values())
+        decimals = self.info.decimals if self.info else None
+        layout = (
+            chart(candles, CANDLES, INTERVALS[self.topic.interval], decimals) if candles else None
+        )
+        return {"interval": self.topic.interval, "layout": layout}

@@ -1,0 +1,86 @@
+"""What every kind of live panel has in common: its streams, its reducer, its history, its look.
+
+A `Panel` is one topic's state. The hub feeds it the upstream events of its streams (`apply`,
+which says whether what is shown changed), asks it once for the REST history it wants
+(`history`, then `seed`), and renders it through its template with `context`. A panel does no
+I/O and knows nothing of viewers, so adding a kind of panel is a new module beside the others.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from app.market import Event
+from app.symbols import SymbolInfo
+from app.topics.key import Topic
+
+# How many candles a chart shows, and the sparkline's one-minute points: one REST call
+# (klines 1m, this limit) seeds both the 1m chart and a card's sparkline.
+CANDLES = 60
+
+
+@dataclass(frozen=True)
+class History:
+    """A REST call that seeds a panel, and how long its answer may be shared (seconds)."""
+
+    path: str
+    params: dict[str, str]
+    ttl: float
+
+
+def klines_history(symbol: str, interval: str) -> History:
+    # A closed candle never changes, and the forming one is overtaken by the stream within
+    # seconds, so an answer may serve later openers for a while.
+    return History(
+        "/api/v3/klines", {"symbol": symbol, "interval": interval, "limit": str(CANDLES)}, 10.0
+    )
+
+
+class Panel(ABC):
+    """One topic's live state. Subclasses name their template and streams."""
+
+    template: ClassVar[str]
+
+    def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
+        self.topic = topic
+        self.info = info
+        self.history_error: str | None = None  # why the REST history could not be had
+
+    @abstractmethod
+    def own_streams(self) -> tuple[str, ...]:
+        """The upstream streams whose events this panel shows."""
+
+    def streams(self) -> tuple[str, ...]:
+        """Every stream this panel listens to. The symbol's ticker comes every second whatever
+        the market does, so a quiet market (no trade for a minute) never reads as stale."""
+        heartbeat = f"{self.topic.symbol.lower()}@ticker"
+        own = self.own_streams()
+        return own if heartbeat in own else (*own, heartbeat)
+
+    @abstractmethod
+    def apply(self, event: Event) -> bool:
+        """Take one upstream event; True if what the panel shows changed."""
+
+    def history(self) -> History | None:
+        """The REST call that fills this panel before live data arrives, if any."""
+        return None
+
+    def seed(self, body: bytes) -> bool:
+        """Merge the REST history's answer; True if what is shown changed. Raises ParseError."""
+        return False
+
+    @property
+    @abstractmethod
+    def has_data(self) -> bool:
+        """Anything to show yet (else the fragment says loading, or why not)."""
+
+    @property
+    @abstractmethod
+    def event_time(self) -> int | None:
+        """Binance's `E` (ms) of the newest data shown."""
+
+    @abstractmethod
+    def context(self) -> dict[str, Any]:
+        """What the template needs beyond what every fragment gets. Called once per render."""
