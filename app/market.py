@@ -19,7 +19,7 @@ from msgspec import Raw, Struct, field
 
 # Binance sends prices and quantities as plain decimals ("93512.01000000"); changes may be
 # negative. Anything else is a malformed message, not a price to show.
-Dec = Annotated[str, msgspec.Meta(pattern=r"^-?\d{1,20}(\.\d{1,20})?$")]
+Dec = Annotated[str, msgspec.Meta(pattern=r"^-?\d{1,20}(\.\d{1,20})?\Z")]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 _DEPTH_STREAM = re.compile(r"@depth(5|10|20)(@\d+ms)?$")
 

@@ -39,7 +39,9 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def exchange() -> AsyncIterator[DemoExchange]:
     """A quiet simulator: no trades or tickers unless a test publishes them."""
-    async with DemoExchange(trades_per_second=0, ticker_interval=3600, seed=7) as ex:
+    async with DemoExchange(
+        trades_per_second=0, ticker_interval=3600, kline_interval=3600, depth_interval=3600, seed=7
+    ) as ex:
         yield ex
 
 
@@ -194,6 +196,19 @@ def find(html: str, **attrs: str) -> list[Element]:
         for e in parse_html(html)
         if all(e.attrs.get(k.replace("_", "-")) == v for k, v in attrs.items())
     ]
+
+
+async def eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:
+    """Poll `check` until it holds; fail with a TimeoutError after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(5 * MS)
+
+
+def price_streams(symbol: str) -> set[str]:
+    """The upstream streams a price card listens to."""
+    low = symbol.lower()
+    return {f"{low}@trade", f"{low}@ticker"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,11 +15,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
-from app.binance import State, Upstream, retry_delay, stream_url, streams_for
+from app.binance import State, Upstream, retry_delay, stream_url
 from app.config import Settings
 from app.demo import DemoExchange
-from app.market import Frame, Trade
-from tests.conftest import MS, WAIT, settings_for
+from app.market import Message, Trade
+from tests.conftest import MS, WAIT, eventually, price_streams, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +29,7 @@ class Feed:
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
-        self.frames: list[Frame] = []
+        self.frames: list[Message] = []
         self.states: list[State] = []
 
     def trades(self, symbol: str) -> list[Trade]:
@@ -51,18 +51,11 @@ async def feed(ex: DemoExchange, **overrides: Any) -> AsyncIterator[Feed]:
         yield holder[0]
 
 
-async def eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(5 * MS)
-
-
 def subscribe_log(ex: DemoExchange) -> list[tuple[float, dict[str, Any]]]:
     return [(t, m) for t, m in ex.control_log if m.get("method") in ("SUBSCRIBE", "UNSUBSCRIBE")]
 
 
 def test_stream_names_and_url() -> None:
-    assert streams_for("BTCUSDT") == ("btcusdt@trade", "btcusdt@ticker")
     for base in (
         "wss://stream.binance.com:9443",
         "wss://stream.binance.com:9443/",
@@ -74,7 +67,7 @@ def test_stream_names_and_url() -> None:
 
 async def test_subscribe_receive_unsubscribe_and_close(exchange: DemoExchange) -> None:
     async with feed(exchange) as f:
-        f.upstream.want(streams_for("BTCUSDT"))
+        f.upstream.want(price_streams("BTCUSDT"))
         await eventually(lambda: exchange.subscriptions() == {"btcusdt@trade", "btcusdt@ticker"})
         payload = exchange.trade("BTCUSDT")
         await eventually(lambda: len(f.trades("BTCUSDT")) == 1)
@@ -86,7 +79,7 @@ async def test_subscribe_receive_unsubscribe_and_close(exchange: DemoExchange) -
         )
         assert f.frames[0].stream == "btcusdt@trade"
         assert f.upstream.state == State.LIVE
-        f.upstream.unwant(streams_for("BTCUSDT"))
+        f.upstream.unwant(price_streams("BTCUSDT"))
         # Nothing wanted: the streams go, and so does the connection itself.
         await eventually(lambda: not exchange.peers)
         await eventually(lambda: f.upstream.state == State.IDLE)
@@ -124,8 +117,8 @@ async def test_shards_past_the_stream_cap(exchange: DemoExchange) -> None:
     symbols = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"]
     async with feed(exchange, streams_per_connection=4) as f:
         for s in symbols:
-            f.upstream.want(streams_for(s))
-        wanted = {n for s in symbols for n in streams_for(s)}
+            f.upstream.want(price_streams(s))
+        wanted = {n for s in symbols for n in price_streams(s)}
         await eventually(lambda: exchange.subscriptions() == wanted)
         assert len(exchange.peers) == 3
         assert all(len(p.streams) <= 4 for p in exchange.peers)
@@ -137,7 +130,7 @@ async def test_shards_past_the_stream_cap(exchange: DemoExchange) -> None:
 
 async def test_reconnects_and_resubscribes_after_a_reset(exchange: DemoExchange) -> None:
     async with feed(exchange) as f:
-        f.upstream.want([*streams_for("BTCUSDT"), *streams_for("ETHUSDT")])
+        f.upstream.want([*price_streams("BTCUSDT"), *price_streams("ETHUSDT")])
         await eventually(lambda: len(exchange.subscriptions()) == 4)
         exchange.trade("BTCUSDT")
         await eventually(lambda: len(f.trades("BTCUSDT")) == 1)
@@ -154,8 +147,8 @@ async def test_refused_handshakes_back_off_then_recover(exchange: DemoExchange) 
     exchange.refuse_next(4, 503)
     async with feed(exchange, backoff_initial=0.05, backoff_max=1.0) as f:
         started = time.monotonic()
-        f.upstream.want(streams_for("BTCUSDT"))
-        await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
+        f.upstream.want(price_streams("BTCUSDT"))
+        await eventually(lambda: exchange.subscriptions() == (price_streams("BTCUSDT")))
         elapsed = time.monotonic() - started
         assert exchange.connection_attempts == 5
         # Four failures wait at least half of 0.05, 0.1, 0.2 and 0.4 s: backoff, not a hot loop.
@@ -171,7 +164,7 @@ async def test_451_says_where_to_go(exchange: DemoExchange) -> None:
         1, 451, '{"code":0,"msg":"Service unavailable from a restricted location"}'
     )
     async with feed(exchange, backoff_max=0.3) as f:
-        f.upstream.want(streams_for("BTCUSDT"))
+        f.upstream.want(price_streams("BTCUSDT"))
         await eventually(lambda: State.DOWN in f.states)
         assert f.upstream.last_error is not None
         assert "stream.binance.us" in f.upstream.last_error
@@ -181,23 +174,23 @@ async def test_451_says_where_to_go(exchange: DemoExchange) -> None:
 
 async def test_silent_connection_is_replaced(exchange: DemoExchange) -> None:
     async with feed(exchange, stall_timeout=0.5) as f:
-        f.upstream.want(streams_for("BTCUSDT"))
-        await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
+        f.upstream.want(price_streams("BTCUSDT"))
+        await eventually(lambda: exchange.subscriptions() == (price_streams("BTCUSDT")))
         exchange.trade("BTCUSDT")
         await eventually(lambda: f.upstream.state == State.LIVE)
         exchange.stall()  # open, answering pings, but no data
         await eventually(lambda: f.upstream.reconnects >= 1)
         assert f.upstream.last_error is not None and "no data" in f.upstream.last_error
         exchange.stall(False)
-        await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
+        await eventually(lambda: exchange.subscriptions() == (price_streams("BTCUSDT")))
         exchange.trade("BTCUSDT")
         await eventually(lambda: len(f.trades("BTCUSDT")) == 2)
 
 
 async def test_bad_frames_are_skipped(exchange: DemoExchange) -> None:
     async with feed(exchange) as f:
-        f.upstream.want(streams_for("BTCUSDT"))
-        await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
+        f.upstream.want(price_streams("BTCUSDT"))
+        await eventually(lambda: exchange.subscriptions() == (price_streams("BTCUSDT")))
         for raw in (
             "garbage",
             "[1,2]",
@@ -216,8 +209,8 @@ async def test_bad_frames_are_skipped(exchange: DemoExchange) -> None:
 async def test_error_reply_to_subscribe_is_retried(exchange: DemoExchange) -> None:
     exchange.fail_next_subscribes(1)
     async with feed(exchange) as f:
-        f.upstream.want(streams_for("BTCUSDT"))
-        await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
+        f.upstream.want(price_streams("BTCUSDT"))
+        await eventually(lambda: exchange.subscriptions() == (price_streams("BTCUSDT")))
         assert [m["method"] for _, m in subscribe_log(exchange)] == ["SUBSCRIBE", "SUBSCRIBE"]
         assert f.upstream.last_error == "SUBSCRIBE failed: Invalid request: invalid stream"
         exchange.trade("BTCUSDT")
@@ -227,8 +220,8 @@ async def test_error_reply_to_subscribe_is_retried(exchange: DemoExchange) -> No
 async def _rotation_loses_nothing(
     exchange: DemoExchange, f: Feed, trigger: Callable[[], None]
 ) -> None:
-    f.upstream.want(streams_for("BTCUSDT"))
-    await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
+    f.upstream.want(price_streams("BTCUSDT"))
+    await eventually(lambda: exchange.subscriptions() == (price_streams("BTCUSDT")))
     most_peers = 0
     sent: list[int] = []
     trigger()
@@ -259,8 +252,8 @@ async def test_rotation_before_the_24h_cut_without_a_gap(exchange: DemoExchange)
 
 async def test_close_1001_reconnects_at_once(exchange: DemoExchange) -> None:
     async with feed(exchange, backoff_initial=5.0, backoff_max=10.0) as f:
-        f.upstream.want(streams_for("BTCUSDT"))
-        await eventually(lambda: exchange.subscriptions() == set(streams_for("BTCUSDT")))
+        f.upstream.want(price_streams("BTCUSDT"))
+        await eventually(lambda: exchange.subscriptions() == (price_streams("BTCUSDT")))
         exchange.trade("BTCUSDT")
         await eventually(lambda: f.upstream.state == State.LIVE)
         await exchange.drop_connections(1001, "24h")

@@ -49,7 +49,7 @@ async def test_embed_options_shape_the_page(http: httpx.AsyncClient) -> None:
     [
         ({"theme": "neon"}, "theme 'neon' is not one of auto, light, dark"),
         ({"bg": "red"}, "bg 'red' is not solid or transparent"),
-        ({"view": "huge"}, "view 'huge' is not full or compact"),
+        ({"view": "huge"}, "view 'huge' is not one of full, compact, chart, book, trades"),
         ({"link": "javascript:alert(1)"}, "link must be an http:// or https:// address"),
         ({"link": "https://" + "a" * 2100}, "link must be an http:// or https:// address"),
     ],

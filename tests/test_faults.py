@@ -14,8 +14,7 @@ import pytest
 from app.binance import retry_delay
 from app.config import Settings
 from app.demo import DemoExchange
-from tests.conftest import WAIT, EventReader, open_sse, root, run_server, settings_for
-from tests.test_binance import eventually
+from tests.conftest import WAIT, EventReader, eventually, open_sse, root, run_server, settings_for
 
 pytestmark = pytest.mark.anyio
 Fault = Callable[[DemoExchange], Awaitable[None]]
@@ -216,7 +215,7 @@ async def test_one_silent_symbol_goes_stale_alone_and_heals(lively: DemoExchange
             assert root(stale.data).attrs["data-price"]  # the last price, greyed, still shown
             await events.until(is_live_price("BTCUSDT"))  # the other symbol flows on
             health = (await http.get("/healthz")).json()
-            assert health["stale"] == ["ETHUSDT"]
+            assert health["stale"] == ["price:ETHUSDT"]
             assert health["upstream"]["reconnects"] == 0  # the link is fine; one stream is not
             # The once-a-second ticker went quiet while the link flowed: it is asked for again.
             await eventually_async(lambda: resubscribed(http))

@@ -7,29 +7,36 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 
-from app.binance import streams_for
 from app.demo import DemoExchange
-from app.hub import STATUS_EVENT, Hub, Subscriber, price_event
+from app.hub import STATUS_EVENT, Hub, Subscriber
 from app.render import Renderer
+from app.rest import Rest
 from app.symbols import SymbolDirectory
-from tests.conftest import MS, WAIT, root, settings_for
-from tests.test_binance import eventually
+from app.topics.key import Topic, price
+from app.topics.price import PricePanel
+from tests.conftest import MS, WAIT, eventually, price_streams, root, settings_for
 
 pytestmark = pytest.mark.anyio
-BTC = ("BTCUSDT",)
+BTC = (price("BTCUSDT"),)
+BTC_EVENT = "price-BTCUSDT"
 
 
 @contextlib.asynccontextmanager
 async def running_hub(ex: DemoExchange, **overrides: Any) -> AsyncIterator[Hub]:
     settings = settings_for(ex, **overrides)
     directory = SymbolDirectory(settings)
-    async with httpx.AsyncClient() as client:
-        assert await directory.refresh(client)
-    async with Hub(settings, directory, Renderer()) as hub:
-        yield hub
+    async with Rest(settings) as rest:
+        assert await directory.refresh(rest)
+        async with Hub(settings, directory, Renderer(), rest) as hub:
+            yield hub
+
+
+def card(hub: Hub, symbol: str = "BTCUSDT") -> PricePanel:
+    panel = hub.entries[price(symbol)].panel
+    assert isinstance(panel, PricePanel)
+    return panel
 
 
 async def chunk(sub: Subscriber) -> bytes:
@@ -51,9 +58,9 @@ def fragments(data: bytes, event: str) -> list[str]:
 
 async def live_price(hub: Hub, ex: DemoExchange, sub: Subscriber) -> None:
     """Wait until the upstream serves BTCUSDT, and drain `sub`."""
-    await eventually(lambda: ex.subscriptions() >= set(streams_for("BTCUSDT")))
+    await eventually(lambda: ex.subscriptions() >= price_streams("BTCUSDT"))
     ex.ticker("BTCUSDT")
-    await eventually(lambda: hub.symbols["BTCUSDT"].quote.has_price)
+    await eventually(lambda: card(hub).has_data and hub.entries[BTC[0]].timer is None)
     sub.pending.clear()
 
 
@@ -70,8 +77,8 @@ async def test_snapshot_then_updates_rendered_once_for_every_viewer(exchange: De
     async with running_hub(exchange) as hub:
         viewers = [hub.subscribe(BTC) for _ in range(200)]
         first = await chunk(viewers[0])
-        assert fragments(first, STATUS_EVENT) and fragments(first, price_event("BTCUSDT"))
-        assert "loading" in root(fragments(first, price_event("BTCUSDT"))[0]).classes
+        assert fragments(first, STATUS_EVENT) and fragments(first, BTC_EVENT)
+        assert "loading" in root(fragments(first, BTC_EVENT)[0]).classes
         await live_price(hub, exchange, viewers[0])
         for v in viewers:
             v.pending.clear()
@@ -80,9 +87,9 @@ async def test_snapshot_then_updates_rendered_once_for_every_viewer(exchange: De
         await eventually(lambda: all(v.pending for v in viewers))
         assert hub.events_rendered == rendered + 1
         # Every viewer holds the very same bytes object: encoded once, shared by all.
-        shared = viewers[0].pending[price_event("BTCUSDT")]
-        assert all(v.pending[price_event("BTCUSDT")] is shared for v in viewers)
-        article = root(fragments(await chunk(viewers[0]), price_event("BTCUSDT"))[0])
+        shared = viewers[0].pending[BTC_EVENT]
+        assert all(v.pending[BTC_EVENT] is shared for v in viewers)
+        article = root(fragments(await chunk(viewers[0]), BTC_EVENT)[0])
         assert article.attrs["data-price"] == payload["p"]
         assert article.attrs["data-event-time"] == str(payload["E"])
         for v in viewers:
@@ -93,33 +100,33 @@ async def test_last_viewer_leaving_unsubscribes_after_the_grace_period(
     exchange: DemoExchange,
 ) -> None:
     async with running_hub(exchange, grace_period=0.5) as hub:
-        a, b = hub.subscribe(BTC), hub.subscribe(("BTCUSDT", "ETHUSDT"))
-        both = set(streams_for("BTCUSDT")) | set(streams_for("ETHUSDT"))
+        a, b = hub.subscribe(BTC), hub.subscribe((*BTC, price("ETHUSDT")))
+        both = price_streams("BTCUSDT") | price_streams("ETHUSDT")
         await eventually(lambda: exchange.subscriptions() == both)
         hub.unsubscribe(b)
         await asyncio.sleep(0.5 + 300 * MS)
         # ETH had one viewer, now gone; BTC still has one.
-        assert exchange.subscriptions() == set(streams_for("BTCUSDT"))
+        assert exchange.subscriptions() == price_streams("BTCUSDT")
         hub.unsubscribe(a)
         await asyncio.sleep(200 * MS)
-        assert exchange.subscriptions() == set(streams_for("BTCUSDT")), "gone before the grace"
+        assert exchange.subscriptions() == price_streams("BTCUSDT"), "gone before the grace"
         c = hub.subscribe(BTC)  # back within the grace period: nothing churns upstream
         await asyncio.sleep(0.5 + 300 * MS)
-        assert exchange.subscriptions() == set(streams_for("BTCUSDT"))
+        assert exchange.subscriptions() == price_streams("BTCUSDT")
         hub.unsubscribe(c)
         await eventually(lambda: not exchange.peers)
-        assert hub.symbols == {} and price_event("BTCUSDT") not in hub.frames
+        assert hub.entries == {} and BTC_EVENT not in hub.encoded
         unsubscribed = [
             m["params"] for _, m in exchange.control_log if m.get("method") == "UNSUBSCRIBE"
         ]
-        assert unsubscribed == [sorted(streams_for("ETHUSDT"))]
+        assert unsubscribed == [sorted(price_streams("ETHUSDT"))]
 
 
 async def test_slow_viewer_gets_only_the_latest_and_never_delays_others(
     exchange: DemoExchange,
 ) -> None:
     # No flush interval: the fast viewer is then woken for each of the trades, 2 ms apart.
-    async with running_hub(exchange, flush_interval=0.0) as hub:
+    async with running_hub(exchange, flush_interval=0.0, render_interval=0.0) as hub:
         slow, fast = hub.subscribe(BTC), hub.subscribe(BTC)
         await live_price(hub, exchange, fast)
         slow.pending.clear()
@@ -127,7 +134,7 @@ async def test_slow_viewer_gets_only_the_latest_and_never_delays_others(
 
         async def read_fast() -> None:
             while len(seen) < 50:
-                for html in fragments(await chunk(fast), price_event("BTCUSDT")):
+                for html in fragments(await chunk(fast), BTC_EVENT):
                     seen.append(root(html).attrs["data-price"] or "")
 
         reader = asyncio.create_task(read_fast())
@@ -139,9 +146,46 @@ async def test_slow_viewer_gets_only_the_latest_and_never_delays_others(
             await reader
         assert seen[-1] == sent[-1] and len(seen) == 50
         # The slow viewer never read: it holds one slot per event, the newest.
-        assert set(slow.pending) == {price_event("BTCUSDT")}
-        latest = fragments(await chunk(slow), price_event("BTCUSDT"))
+        assert set(slow.pending) == {BTC_EVENT}
+        latest = fragments(await chunk(slow), BTC_EVENT)
         assert [root(h).attrs["data-price"] for h in latest] == [sent[-1]]
+
+
+async def test_a_busy_topic_is_rendered_at_a_human_rate_ending_on_the_newest(
+    exchange: DemoExchange,
+) -> None:
+    async with running_hub(exchange, render_interval=0.5) as hub:
+        sub = hub.subscribe(BTC)
+        await live_price(hub, exchange, sub)
+        await asyncio.sleep(0.5)  # the first trade below then goes out at once
+        rendered = hub.events_rendered
+        sent = [exchange.trade("BTCUSDT")["p"] for _ in range(100)]
+        first = fragments(await chunk(sub), BTC_EVENT)
+        last = fragments(await chunk(sub), BTC_EVENT)
+        # 100 trades in a burst: the first at once, the rest as one render after the interval.
+        assert len(first) == len(last) == 1
+        assert root(last[0]).attrs["data-price"] == sent[-1]
+        await asyncio.sleep(0.6)
+        assert hub.events_rendered - rendered == 2
+
+
+async def test_panels_sharing_a_stream_never_drop_it_from_under_each_other(
+    exchange: DemoExchange,
+) -> None:
+    async with running_hub(exchange, grace_period=0.1) as hub:
+        card_viewer = hub.subscribe(BTC)
+        book_viewer = hub.subscribe([Topic("book", "BTCUSDT")])
+        both = price_streams("BTCUSDT") | {"btcusdt@depth20@100ms"}
+        await eventually(lambda: exchange.subscriptions() == both)
+        hub.unsubscribe(card_viewer)
+        # The ticker is the card's and the book's heartbeat: it stays while the book is open.
+        await eventually(
+            lambda: exchange.subscriptions() == {"btcusdt@ticker", "btcusdt@depth20@100ms"}
+        )
+        await asyncio.sleep(0.3)
+        assert "btcusdt@ticker" in exchange.subscriptions()
+        hub.unsubscribe(book_viewer)
+        await eventually(lambda: not exchange.peers)
 
 
 async def test_out_of_order_trade_does_not_move_the_price(exchange: DemoExchange) -> None:
@@ -155,9 +199,9 @@ async def test_out_of_order_trade_does_not_move_the_price(exchange: DemoExchange
         exchange.publish("btcusdt@trade", older)
         exchange.trade("BTCUSDT", price="94001.00")
         data = await chunk(sub)
-        prices = [root(h).attrs["data-price"] for h in fragments(data, price_event("BTCUSDT"))]
+        prices = [root(h).attrs["data-price"] for h in fragments(data, BTC_EVENT)]
         assert prices == ["94001.00000000"]
-        assert hub.symbols["BTCUSDT"].quote.price == "94001.00000000"
+        assert card(hub).quote.price == "94001.00000000"
 
 
 async def test_silence_turns_stale_and_recovers(exchange: DemoExchange) -> None:
@@ -166,11 +210,11 @@ async def test_silence_turns_stale_and_recovers(exchange: DemoExchange) -> None:
         await live_price(hub, exchange, sub)
         # No data for the stall limit: viewers get a stale fragment without asking.
         stale = await chunk(sub)
-        article = root(fragments(stale, price_event("BTCUSDT"))[-1])
+        article = root(fragments(stale, BTC_EVENT)[-1])
         assert "stale" in article.classes
-        assert hub.health()["stale"] == ["BTCUSDT"]
-        await feed_until(exchange, lambda: not hub.symbols["BTCUSDT"].stale)
-        fresh = fragments(await chunk(sub), price_event("BTCUSDT"))
+        assert hub.health()["stale"] == ["price:BTCUSDT"]
+        await feed_until(exchange, lambda: not hub.entries[BTC[0]].stale)
+        fresh = fragments(await chunk(sub), BTC_EVENT)
         assert "stale" not in root(fresh[-1]).classes
 
 
@@ -184,9 +228,9 @@ async def test_upstream_loss_is_told_to_viewers(exchange: DemoExchange) -> None:
         async with asyncio.timeout(WAIT):
             while not any("upstream-reconnecting" in h for h in fragments(data, STATUS_EVENT)):
                 data = await chunk(sub)
-        stale = fragments(data, price_event("BTCUSDT"))
+        stale = fragments(data, BTC_EVENT)
         assert stale and "stale" in root(stale[-1]).classes
-        await feed_until(exchange, lambda: not hub.symbols["BTCUSDT"].stale)
+        await feed_until(exchange, lambda: not hub.entries[BTC[0]].stale)
         assert hub.health()["status"] == "ok"
         assert hub.health()["upstream"]["reconnects"] >= 1
 

@@ -1,4 +1,4 @@
-"""Raw Binance frames into typed values, and quotes built from them."""
+"""Raw Binance messages and REST answers into typed values, and what is refused."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ import pytest
 
 from app.market import (
     AggTrade,
-    BookTicker,
-    Frame,
+    Candle,
+    Depth,
+    Kline,
+    Message,
     ParseError,
-    Quote,
     Reply,
     ServerShutdown,
     Ticker,
     Trade,
     parse,
+    parse_agg_trades,
+    parse_klines,
 )
 
 TRADE = {
@@ -57,105 +60,132 @@ TICKER = {
 }
 
 
+KLINE = {
+    "e": "kline",
+    "E": 1672515782136,
+    "s": "BNBBTC",
+    "k": {
+        "t": 1672515780000,
+        "T": 1672515839999,
+        "s": "BNBBTC",
+        "i": "1m",
+        "f": 100,
+        "L": 200,
+        "o": "0.0010",
+        "c": "0.0020",
+        "h": "0.0025",
+        "l": "0.0015",
+        "v": "1000",
+        "n": 100,
+        "x": False,
+        "q": "1.0000",
+        "V": "500",
+        "Q": "0.500",
+        "B": "123456",
+    },
+}
+TRADE_VALUE = Trade(
+    event_time=1735689600123,
+    symbol="BTCUSDT",
+    trade_id=4412345678,
+    price="93512.01000000",
+    quantity="0.00150000",
+    trade_time=1735689600122,
+)
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (
-            TRADE,
-            Frame(
-                None,
-                Trade(
-                    "BTCUSDT",
-                    1735689600123,
-                    4412345678,
-                    "93512.01000000",
-                    "0.00150000",
-                    1735689600122,
-                    False,
-                ),
-            ),
-        ),
-        (
-            {"stream": "btcusdt@trade", "data": TRADE},
-            Frame(
-                "btcusdt@trade",
-                Trade(
-                    "BTCUSDT",
-                    1735689600123,
-                    4412345678,
-                    "93512.01000000",
-                    "0.00150000",
-                    1735689600122,
-                    False,
-                ),
-            ),
-        ),
+        (TRADE, Message(None, TRADE_VALUE)),
+        ({"stream": "btcusdt@trade", "data": TRADE}, Message("btcusdt@trade", TRADE_VALUE)),
         (
             {
-                "e": "aggTrade",
-                "E": 5,
-                "s": "BTCUSDT",
-                "a": 3,
-                "p": "1.5",
-                "q": "2",
-                "f": 10,
-                "l": 12,
-                "T": 4,
-                "m": True,
-                "M": True,
+                "stream": "btcusdt@aggTrade",
+                "data": {
+                    "e": "aggTrade",
+                    "E": 5,
+                    "s": "BTCUSDT",
+                    "a": 3,
+                    "p": "1.5",
+                    "q": "2",
+                    "f": 10,
+                    "l": 12,
+                    "T": 4,
+                    "m": True,
+                    "M": True,
+                },
             },
-            Frame(None, AggTrade("BTCUSDT", 5, 3, "1.5", "2", 10, 12, 4, True)),
+            Message(
+                "btcusdt@aggTrade",
+                AggTrade(
+                    agg_id=3,
+                    price="1.5",
+                    quantity="2",
+                    trade_time=4,
+                    buyer_is_maker=True,
+                    event_time=5,
+                    symbol="BTCUSDT",
+                ),
+            ),
         ),
         (
             TICKER,
-            Frame(
+            Message(
                 None,
                 Ticker(
-                    "BTCUSDT",
-                    1735689600500,
-                    "93512.01000000",
-                    "93924.51000000",
-                    "94811.00000000",
-                    "92870.10000000",
-                    "18234.55120000",
-                    "1710222333.12345678",
-                    4412345678,
+                    event_time=1735689600500,
+                    symbol="BTCUSDT",
+                    last="93512.01000000",
+                    open="93924.51000000",
+                    high="94811.00000000",
+                    low="92870.10000000",
+                    volume="18234.55120000",
+                    quote_volume="1710222333.12345678",
+                    last_trade_id=4412345678,
                 ),
             ),
         ),
         (
-            {
-                "e": "24hrMiniTicker",
-                "E": 9,
-                "s": "ETHBTC",
-                "c": "0.036",
-                "o": "0.035",
-                "h": "0.04",
-                "l": "0.03",
-                "v": "10",
-                "q": "0.36",
-            },
-            Frame(None, Ticker("ETHBTC", 9, "0.036", "0.035", "0.04", "0.03", "10", "0.36", None)),
+            {"stream": "bnbbtc@kline_1m", "data": KLINE},
+            Message(
+                "bnbbtc@kline_1m",
+                Kline(
+                    event_time=1672515782136,
+                    symbol="BNBBTC",
+                    candle=Candle(
+                        open_time=1672515780000,
+                        close_time=1672515839999,
+                        interval="1m",
+                        open="0.0010",
+                        high="0.0025",
+                        low="0.0015",
+                        close="0.0020",
+                        volume="1000",
+                        trades=100,
+                        closed=False,
+                    ),
+                ),
+            ),
         ),
         (
+            # The partial book has no event type: the stream's name says what it is.
             {
-                "u": 400900217,
-                "s": "BNBUSDT",
-                "b": "25.35190000",
-                "B": "31.21000000",
-                "a": "25.36520000",
-                "A": "40.66000000",
+                "stream": "bnbbtc@depth20@100ms",
+                "data": {
+                    "lastUpdateId": 160,
+                    "bids": [["0.0024", "10"]],
+                    "asks": [["0.0026", "100"]],
+                },
             },
-            Frame(
-                None,
-                BookTicker(
-                    "BNBUSDT", 400900217, "25.35190000", "31.21000000", "25.36520000", "40.66000000"
-                ),
+            Message(
+                "bnbbtc@depth20@100ms",
+                Depth(last_update_id=160, bids=[("0.0024", "10")], asks=[("0.0026", "100")]),
             ),
         ),
         (
             {"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1770123456789}},
-            Frame("!serverShutdown", ServerShutdown(1770123456789)),
+            Message("!serverShutdown", ServerShutdown(1770123456789)),
         ),
         ({"result": None, "id": 1}, Reply(1, None)),
         ({"result": ["btcusdt@trade"], "id": 3}, Reply(3, ["btcusdt@trade"])),
@@ -165,7 +195,7 @@ TICKER = {
         ),
     ],
 )
-def test_parse_known_frames(raw: object, expected: object) -> None:
+def test_parse_known_messages(raw: object, expected: object) -> None:
     assert parse(json.dumps(raw)) == expected
 
 
@@ -180,10 +210,15 @@ def test_parse_known_frames(raw: object, expected: object) -> None:
         json.dumps({**TRADE, "p": 93512.01}),  # a float price: never trusted
         json.dumps({**TRADE, "p": "1e5"}),
         json.dumps({**TRADE, "p": "<script>"}),
+        json.dumps({**TRADE, "p": "1.5\n"}),
         json.dumps({**TRADE, "t": "12"}),
+        json.dumps({**TRADE, "s": ""}),
         json.dumps({k: v for k, v in TRADE.items() if k != "E"}),
         json.dumps({"stream": "btcusdt@trade", "data": "oops"}),
         json.dumps({"stream": 5, "data": TRADE}),
+        json.dumps({"stream": "btcusdt@depth20", "data": {"lastUpdateId": 1, "bids": [["1"]]}}),
+        json.dumps({"stream": "btcusdt@depth20", "data": TRADE}),
+        json.dumps({"stream": "btcusdt@kline_1m", "data": {**KLINE, "k": {"t": 1}}}),
         json.dumps({"hello": "world"}),
     ],
 )
@@ -192,64 +227,66 @@ def test_parse_rejects_what_it_cannot_trust(raw: str) -> None:
         parse(raw)
 
 
-def _trade(trade_id: int, price: str, event_time: int = 1000) -> Trade:
-    return Trade("BTCUSDT", event_time, trade_id, price, "1", event_time, False)
-
-
-def _ticker(event_time: int, last: str, last_trade_id: int | None = 10) -> Ticker:
-    return Ticker(
-        "BTCUSDT", event_time, last, "100.00", "120.00", "90.00", "5", "500.5", last_trade_id
+def test_rest_klines_become_candles_and_the_future_one_is_forming() -> None:
+    raw = json.dumps(
+        [
+            [
+                1499040000000,
+                "0.0163",
+                "0.8000",
+                "0.0157",
+                "0.0157",
+                "148976.1",
+                1499644799999,
+                "2434.19",
+                308,
+                "1756.87",
+                "28.46",
+                "0",
+            ],
+            [
+                4102444800000,
+                "0.0157",
+                "0.0160",
+                "0.0150",
+                "0.0159",
+                "10",
+                4102444859999,
+                "0.159",
+                3,
+                "5",
+                "0.08",
+                "0",
+            ],
+        ]
+    ).encode()
+    first, forming = parse_klines(raw, "ETHBTC", "1m")
+    assert first == Candle(
+        1499040000000,
+        1499644799999,
+        "1m",
+        "0.0163",
+        "0.8000",
+        "0.0157",
+        "0.0157",
+        "148976.1",
+        308,
+        True,
     )
+    assert forming.open_time == 4102444800000 and not forming.closed
+    with pytest.raises(ParseError):
+        parse_klines(b'[[1, "x"]]', "ETHBTC", "1m")
 
 
-def test_quote_moves_with_trades_and_remembers_direction() -> None:
-    q = Quote("BTCUSDT").with_trade(_trade(1, "100.00"))
-    assert q is not None and q.price == "100.00" and q.direction == "" and not q.changed
-    q = q.with_trade(_trade(2, "101.50", 1001))
-    assert q is not None and (q.direction, q.changed, q.event_time) == ("up", True, 1001)
-    q = q.with_trade(_trade(3, "101.50", 1002))
-    assert q is not None and (q.direction, q.changed) == ("up", False)
-    q = q.with_trade(_trade(4, "99", 1003))
-    assert q is not None and (q.direction, q.changed, q.price) == ("down", True, "99")
-
-
-def test_quote_ignores_duplicates_and_out_of_order_trades() -> None:
-    q = Quote("BTCUSDT").with_trade(_trade(5, "100.00"))
-    assert q is not None
-    assert q.with_trade(_trade(5, "100.00")) is None
-    assert q.with_trade(_trade(4, "1.00", 2000)) is None
-
-
-def test_ticker_fills_24h_figures_and_price_only_when_newer() -> None:
-    q = Quote("BTCUSDT").with_ticker(_ticker(1000, "105.00", last_trade_id=10))
-    assert q is not None
-    assert (q.price, q.open, q.high, q.low, q.quote_volume) == (
-        "105.00",
-        "100.00",
-        "120.00",
-        "90.00",
-        "500.5",
+def test_rest_agg_trades_carry_the_symbol_and_the_taker_side() -> None:
+    raw = b'[{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true,"M":true}]'
+    [trade] = parse_agg_trades(raw, "ETHBTC")
+    assert (trade.symbol, trade.agg_id, trade.price, trade.side, trade.event_time) == (
+        "ETHBTC",
+        26129,
+        "0.01633102",
+        "sell",
+        1498793709153,
     )
-    assert q.change() == ("5.00", "5.00")
-    q = q.with_trade(_trade(11, "106.00", 1100))
-    assert q is not None
-    # A ticker built before trade 11 must not put the older price back.
-    later = q.with_ticker(_ticker(1200, "105.00", last_trade_id=10))
-    assert later is not None and later.price == "106.00" and later.event_time == 1200
-    # A ticker that knows of trades we missed brings the price forward.
-    caught_up = later.with_ticker(_ticker(1300, "107.00", last_trade_id=14))
-    assert caught_up is not None and caught_up.price == "107.00" and caught_up.trade_id == 14
-    assert caught_up.with_ticker(_ticker(1300, "1.00", last_trade_id=99)) is None
-
-
-def test_trade_extends_the_24h_range() -> None:
-    q = Quote("BTCUSDT").with_ticker(_ticker(1000, "105.00"))
-    assert q is not None
-    q = q.with_trade(_trade(11, "121.00"))
-    assert q is not None and q.high == "121.00" and q.low == "90.00"
-
-
-def test_change_is_exact_decimal_arithmetic() -> None:
-    q = Quote("X", price="0.30000000", open="0.10000000")
-    assert q.change() == ("0.20000000", "200.00")
-    assert Quote("X", price="1").change() is None
+    with pytest.raises(ParseError):
+        parse_agg_trades(b'{"code":-1121,"msg":"Invalid symbol."}', "ETHBTC")

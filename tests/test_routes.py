@@ -17,6 +17,7 @@ from tests.conftest import (
     MS,
     WAIT,
     LiveServer,
+    eventually,
     find,
     open_sse,
     parse_html,
@@ -24,7 +25,6 @@ from tests.conftest import (
     run_server,
     settings_for,
 )
-from tests.test_binance import eventually
 
 pytestmark = pytest.mark.anyio
 DEFAULT = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")
@@ -81,11 +81,37 @@ async def test_symbols_query_and_the_add_remove_form(http: httpx.AsyncClient) ->
     [
         ("/?symbols=FOOBAR", "unknown symbol 'FOOBAR': Binance does not list it"),
         ("/sse?symbols=BTCUSDT,NOPE", "unknown symbol 'NOPE': Binance does not list it"),
-        ("/sse", "no symbols given: ask for some, like ?symbols=BTCUSDT,ETHUSDT"),
+        (
+            "/sse",
+            "no topics given: ask for some, like ?topics=price:BTCUSDT,book:BTCUSDT "
+            "or ?symbols=BTCUSDT",
+        ),
         (
             "/sse?symbols=" + ",".join(["BTCUSDT"] * 51),
-            "too many symbols (51): at most 50 per page",
+            "too many topics (51): at most 50 per stream",
         ),
+        (
+            "/sse?topics=book:BTCUSDT,chart:BTCUSDT:2x",
+            "unknown interval '2x': use one of 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, "
+            "1d, 3d, 1w, 1M",
+        ),
+        (
+            "/sse?topics=depth:BTCUSDT",
+            "unknown topic kind 'depth' in 'depth:BTCUSDT': use one of price, book, trades, "
+            "chart, like book:BTCUSDT",
+        ),
+        ("/sse?topics=trades:NOPE", "unknown symbol 'NOPE': Binance does not list it"),
+        ("/fragment/book:NOPE", "unknown symbol 'NOPE': Binance does not list it"),
+        (
+            "/fragment/chart:BTCUSDT",
+            "malformed topic 'chart:BTCUSDT': a chart needs an interval, like chart:BTCUSDT:1m",
+        ),
+        (
+            "/market/BTCUSDT?interval=1y",
+            "unknown interval '1y': use one of 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, "
+            "1d, 3d, 1w, 1M",
+        ),
+        ("/market/NOPE", "unknown symbol 'NOPE': Binance does not list it"),
         (
             "/fragment/BTC-USDT",
             "malformed symbol 'BTC-USDT': use letters and digits only, "
