@@ -82,6 +82,9 @@ class Settings:
         20.0, "seconds between our WebSocket pings to Binance; no pong in that time drops it"
     )
     symbols_refresh: float = _setting(3600.0, "seconds between refreshes of the symbol list")
+    symbols_retry: float = _setting(
+        30.0, "seconds before a failed symbol-list fetch (also at start-up) is tried again"
+    )
     sse_ping: float = _setting(15.0, "seconds between SSE keepalive comments")
     sse_retry_ms: int = _setting(2000, "reconnect delay the browser is told to use, in ms")
     send_timeout: float = _setting(

@@ -24,8 +24,6 @@ logger = logging.getLogger(__name__)
 # Binance symbols are upper-case ASCII letters and digits ("1000SATSUSDT"), and since 2025-12 may
 # hold non-ASCII letters too. The longest listed is under 20.
 MAX_SYMBOL_LENGTH = 20
-# After a failed fetch, try again sooner than the normal refresh interval.
-RETRY_AFTER_FAILURE = 30.0
 
 
 class SymbolError(ValueError):
@@ -126,7 +124,7 @@ class SymbolDirectory:
             url,
             self.last_error,
             "keeping the last list" if self.known else "checking symbols by format only",
-            RETRY_AFTER_FAILURE,
+            self.settings.symbols_retry,
         )
         return False
 
@@ -135,7 +133,8 @@ class SymbolDirectory:
         sooner while fetches fail."""
         ok = self.last_error is None
         while True:
-            await asyncio.sleep(self.settings.symbols_refresh if ok else RETRY_AFTER_FAILURE)
+            settings = self.settings
+            await asyncio.sleep(settings.symbols_refresh if ok else settings.symbols_retry)
             ok = await self.refresh(rest)
 
     @staticmethod

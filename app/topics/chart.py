@@ -36,8 +36,10 @@ class ChartPanel(Panel):
         candle = event.candle
         start = candle.open_time
         known = self.candles.get(start)
-        if known is not None and (known.closed or event.event_time <= self.updated.get(start, -1)):
-            return False  # final already, or an older update (overlapping connections)
+        if known is not None and known.closed:
+            return False  # final already
+        if not candle.closed and event.event_time < self.updated.get(start, -1):
+            return False  # an older update (overlapping connections); equal times are in order
         if known is None and len(self.candles) >= CANDLES and start < min(self.candles):
             return False  # older than the window
         self.candles[start] = candle
