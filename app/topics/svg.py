@@ -23,7 +23,9 @@ LEFT, RIGHT = 6.0, 72.0  # room on the right for the price axis
 PRICE_TOP, PRICE_BOTTOM = 14.0, 236.0
 VOLUME_TOP, VOLUME_BOTTOM = 250.0, 306.0
 TIME_LABEL_Y = 322.0
-PRICE_TICKS = 5
+PRICE_TICKS = 6  # at most; 1-2-5 steps give 3 to 6
+# A price label this close (viewBox units) to the last-price marker would hide under it.
+LABEL_CLEARANCE = 13.0
 TIME_TICKS = 6
 # The sparkline's viewBox.
 SPARK_WIDTH, SPARK_HEIGHT = 100.0, 28.0
@@ -92,8 +94,13 @@ def chart(candles: list[Candle], slots: int, interval_ms: int, decimals: int | N
             f"M{_n(x0)} {_n(VOLUME_BOTTOM - bar)}h{_n(body_w)}V{_n(VOLUME_BOTTOM)}h-{_n(body_w)}z"
         )
         shapes.append(CandleShape(c, direction, body, volume))
-    price_ticks = [(_n(y(value)), format_price(text, decimals)) for value, text in _ticks(lo, hi)]
     last = candles[-1]
+    last_y = y(float(last.close))
+    price_ticks = [
+        (_n(y(value)), format_price(text, decimals))
+        for value, text in _ticks(lo, hi)
+        if abs(y(value) - last_y) > LABEL_CLEARANCE
+    ]
     every = max(1, math.ceil(slots / TIME_TICKS))
     time_ticks = [
         (_n(LEFT + slot * (first_slot + i + 0.5)), _time_label(c.open_time, interval_ms))
@@ -104,7 +111,7 @@ def chart(candles: list[Candle], slots: int, interval_ms: int, decimals: int | N
         candles=shapes,
         price_ticks=price_ticks,
         time_ticks=time_ticks,
-        last_y=_n(y(float(last.close))),
+        last_y=_n(last_y),
         last_label=format_price(last.close, decimals),
         last_direction="up" if float(last.close) >= float(last.open) else "down",
         grid_right=_n(WIDTH - RIGHT),
