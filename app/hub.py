@@ -138,6 +138,7 @@ class Hub:
         self._clock: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._upstream_name = "demo exchange" if settings.demo else "Binance"
+        self._last_state = State.IDLE
 
     async def __aenter__(self) -> Hub:
         await self.upstream.__aenter__()
@@ -223,10 +224,7 @@ class Hub:
             for stream in streams:
                 self.routes.setdefault(stream, []).append(entry)
             self.upstream.want(streams)
-            if panel.history() is not None:
-                entry.history_task = asyncio.create_task(
-                    self._fetch_history(entry), name=f"history {topic}"
-                )
+            self._start_history(entry)
             self._render(entry)
             entry.rendered_at = 0.0  # "loading" does not count: the first data goes out at once
             logger.debug("hub: subscribed %s", topic)
@@ -259,7 +257,17 @@ class Hub:
             entry.history_task.cancel()  # it only ever awaits the REST cache and sleeps
         logger.debug("hub: unsubscribed %s after the grace period", topic)
 
-    async def _fetch_history(self, entry: _Entry) -> None:
+    def _start_history(self, entry: _Entry, *, fresh: bool = False) -> None:
+        """Fetch the panel's REST history, unless it has none or a fetch is under way."""
+        if entry.panel.history() is None:
+            return
+        if entry.history_task is not None and not entry.history_task.done():
+            return
+        entry.history_task = asyncio.create_task(
+            self._fetch_history(entry, fresh), name=f"history {entry.panel.topic}"
+        )
+
+    async def _fetch_history(self, entry: _Entry, fresh: bool) -> None:
         """Seed the panel from REST (one call shared through the cache), retrying with backoff
         while it fails; live data keeps flowing meanwhile."""
         panel = entry.panel
@@ -268,7 +276,9 @@ class Hub:
         delay = HISTORY_RETRY
         while True:
             try:
-                body = await self.rest.cached(request.path, request.params, request.ttl)
+                body = await self.rest.cached(
+                    request.path, request.params, request.ttl, fresh=fresh
+                )
                 changed = panel.seed(body)
             except (RestError, ParseError) as exc:
                 panel.history_error = f"history unavailable: {exc}"
@@ -298,6 +308,13 @@ class Hub:
                 self._refresh_staleness(entry, now)
 
     def _on_state(self) -> None:
+        state = self.upstream.state
+        if state == State.LIVE and self._last_state in (State.RECONNECTING, State.DOWN):
+            # Back after a gap: what happened meanwhile (a candle's close, trades) came over no
+            # stream, so the panels with REST history fetch it again.
+            for entry in self.entries.values():
+                self._start_history(entry, fresh=True)
+        self._last_state = state
         self._render_status()
         for sub in self.subscribers:
             sub.push(STATUS_EVENT, self.encoded[STATUS_EVENT])

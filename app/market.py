@@ -193,9 +193,12 @@ def parse_klines(raw: bytes, symbol: str, interval: str) -> list[Candle]:
     except msgspec.DecodeError as exc:
         raise ParseError(f"klines for {symbol}: {exc}") from None
     now = int(time.time() * 1000)
+    last = len(rows) - 1
+    # Every row but the last is closed (a newer candle exists); the last is closed only once
+    # its close time has passed.
     return [
-        Candle(t, close_t, interval, o, h, low, c, v, n, close_t < now)
-        for t, o, h, low, c, v, close_t, _q, n, _tb, _tq, _ in rows
+        Candle(t, close_t, interval, o, h, low, c, v, n, i < last or close_t < now)
+        for i, (t, o, h, low, c, v, close_t, _q, n, _tb, _tq, _) in enumerate(rows)
     ]
 
 

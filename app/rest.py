@@ -116,11 +116,13 @@ class Rest:
         self.last_error = None
         return body
 
-    async def cached(self, path: str, params: dict[str, str], ttl: float) -> bytes:
-        """The answer to `path?params`, from the cache if younger than `ttl` seconds; askers at
-        the same time share one request."""
+    async def cached(
+        self, path: str, params: dict[str, str], ttl: float, *, fresh: bool = False
+    ) -> bytes:
+        """The answer to `path?params`, from the cache if younger than `ttl` seconds (never with
+        `fresh`); askers at the same time share one request."""
         key: _Key = (path, tuple(sorted(params.items())))
-        hit = self._cache.get(key)
+        hit = None if fresh else self._cache.get(key)
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             self.cache_hits += 1

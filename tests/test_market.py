@@ -279,7 +279,10 @@ def test_rest_klines_become_candles_and_the_future_one_is_forming() -> None:
 
 
 def test_rest_agg_trades_carry_the_symbol_and_the_taker_side() -> None:
-    raw = b'[{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,"T":1498793709153,"m":true,"M":true}]'
+    raw = (
+        b'[{"a":26129,"p":"0.01633102","q":"4.70443515","f":27781,"l":27781,'
+        b'"T":1498793709153,"m":true,"M":true}]'
+    )
     [trade] = parse_agg_trades(raw, "ETHBTC")
     assert (trade.symbol, trade.agg_id, trade.price, trade.side, trade.event_time) == (
         "ETHBTC",

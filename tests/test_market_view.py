@@ -347,3 +347,40 @@ async def test_bad_embed_views_are_named(http: httpx.AsyncClient) -> None:
         assert page.status_code == 400
         paragraphs = [e.text for e in parse_html(page.text) if e.tag == "p"]
         assert paragraphs[0].startswith(sentence), paragraphs
+
+
+async def test_a_close_missed_while_disconnected_is_filled_in_from_rest(
+    exchange: DemoExchange,
+) -> None:
+    settings = settings_for(exchange, backoff_initial=0.3, backoff_max=0.6)
+    async with (
+        run_server(settings) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+        open_sse(http, f"/sse?topics={CHART}") as reader,
+    ):
+        await first_with(reader, "chart-BTCUSDT-1m", lambda h: bool(candles(h)))
+        await eventually(lambda: exchange.subscriptions() >= {"btcusdt@kline_1m"})
+        forming = exchange.kline("BTCUSDT", "1m")["k"]
+        await first_with(
+            reader, "chart-BTCUSDT-1m", lambda h: candles(h)[-1]["data-close"] == forming["c"]
+        )
+        # The connection drops; the candle trades on and closes while nobody listens.
+        exchange.refuse_next(2, 503)
+        exchange.reset_connections()
+        await eventually(lambda: not exchange.peers)
+        exchange.trade("BTCUSDT", price="91234.56")
+        closed = exchange.close_candle("BTCUSDT", "1m")["k"]
+        # Back: the first data makes the link live again, and the history is fetched anew.
+        await eventually(lambda: exchange.subscriptions() >= {"btcusdt@kline_1m"})
+        exchange.ticker("BTCUSDT")
+        html = await first_with(
+            reader,
+            "chart-BTCUSDT-1m",
+            lambda h: any(
+                c["data-open-time"] == str(closed["t"]) and "data-forming" not in c
+                for c in candles(h)
+            ),
+        )
+        shown = {c["data-open-time"]: c for c in candles(html)}
+        assert ohlcv(shown[str(closed["t"])]) == ohlcv(closed)
+        assert closed["c"] == "91234.56000000"

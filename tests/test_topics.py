@@ -64,7 +64,8 @@ def test_parse_topics(directory: SymbolDirectory) -> None:
     [
         (
             "bogus:BTCUSDT",
-            "unknown topic kind 'bogus' in 'bogus:BTCUSDT': use one of price, book, trades, chart, like book:BTCUSDT",
+            "unknown topic kind 'bogus' in 'bogus:BTCUSDT': use one of price, book, trades, "
+            "chart, like book:BTCUSDT",
         ),
         ("book:NOPE", "unknown symbol 'NOPE': Binance does not list it"),
         ("book:", "malformed topic 'book:': name a symbol, like book:BTCUSDT"),
@@ -74,7 +75,8 @@ def test_parse_topics(directory: SymbolDirectory) -> None:
         ),
         (
             "chart:BTCUSDT:7m",
-            "unknown interval '7m': use one of 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, 1d, 3d, 1w, 1M",
+            "unknown interval '7m': use one of 1m, 3m, 5m, 15m, 30m, 1h, 2h, 4h, 6h, 8h, 12h, "
+            "1d, 3d, 1w, 1M",
         ),
         (
             "book:BTCUSDT:1m",
@@ -82,11 +84,13 @@ def test_parse_topics(directory: SymbolDirectory) -> None:
         ),
         (
             "book:BTC<b>",
-            "malformed symbol 'BTC<b>': use letters and digits only, at most 20 characters, like BTCUSDT",
+            "malformed symbol 'BTC<b>': use letters and digits only, at most 20 characters, "
+            "like BTCUSDT",
         ),
         (
             ",,",
-            "no topics given: ask for some, like ?topics=price:BTCUSDT,book:BTCUSDT or ?symbols=BTCUSDT",
+            "no topics given: ask for some, like ?topics=price:BTCUSDT,book:BTCUSDT "
+            "or ?symbols=BTCUSDT",
         ),
         (",".join(["book:BTCUSDT"] * 4), "too many topics (4): at most 3 per stream"),
     ],

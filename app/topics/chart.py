@@ -2,7 +2,8 @@
 
 `<symbol>@kline_<interval>` sends the forming candle every two seconds and a final update
 (`closed`) when it ends. Candles are keyed by open time: a stream update replaces the REST row
-for the same candle, a closed candle is final, and the window keeps the newest `CANDLES`.
+for the same candle, a closed candle is final, and the window keeps the newest `CANDLES`. After
+a reconnect the history is fetched again, so a close missed in the gap is filled in.
 Every render carries the whole window, so a viewer that reads slowly and skips renders still
 ends up with every closed candle exactly as Binance closed it.
 """
@@ -55,8 +56,11 @@ class ChartPanel(Panel):
         rows = parse_klines(body, self.topic.symbol, self.topic.interval)
         before = dict(self.candles)
         for candle in rows:
-            # What the stream sent is newer than any REST row for the same candle.
-            self.candles.setdefault(candle.open_time, candle)
+            known = self.candles.get(candle.open_time)
+            # What the stream sent is newer than a REST row for the same candle, unless REST
+            # has it closed and we never saw the close (it came while we were disconnected).
+            if known is None or (candle.closed and not known.closed):
+                self.candles[candle.open_time] = candle
         self._trim()
         if rows and self.newest_event is None:
             self.newest_event = rows[-1].close_time if rows[-1].closed else rows[-1].open_time
