@@ -178,14 +178,14 @@ async def test_trades_seeded_then_live_newest_first_without_duplicates(
         assert ids[0] == last["a"] and ids[-1] > seeded[-1]
         by_id = {p["a"]: p for p in sent}
         for row in rows:
-            payload = by_id.get(int(row["data-trade-id"] or 0))
-            if payload is not None:
+            shown = by_id.get(int(row["data-trade-id"] or 0))
+            if shown is not None:
                 assert (row["data-price"], row["data-qty"], row["data-time"]) == (
-                    payload["p"],
-                    payload["q"],
-                    str(payload["T"]),
+                    shown["p"],
+                    shown["q"],
+                    str(shown["T"]),
                 )
-                assert row["data-side"] == ("sell" if payload["m"] else "buy")
+                assert row["data-side"] == ("sell" if shown["m"] else "buy")
 
 
 async def test_one_rest_call_serves_a_hundred_openers(
@@ -280,7 +280,7 @@ async def test_market_page_wires_every_panel_on_one_connection(http: httpx.Async
     switch = [
         (e.text, e.attrs["href"])
         for e in elements
-        if e.tag == "a" and e.attrs.get("href", "").startswith("/market/")
+        if e.tag == "a" and (e.attrs.get("href") or "").startswith("/market/")
     ]
     assert switch == [
         ("1m", "/market/BTCUSDT"),
