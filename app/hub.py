@@ -471,6 +471,9 @@ class Hub:
                         "state": str(s.state),
                         "streams": s.streams,
                         "failures": s.failures,
+                        "connected_for_s": None
+                        if s.connected_since is None
+                        else round(time.time() - s.connected_since, 1),
                     }
                     for s in up.shard_status()
                 ],
@@ -485,6 +488,9 @@ class Hub:
             "symbols": {
                 "source": self.directory.source,
                 "count": len(self.directory.known),
+                "age_s": None
+                if self.directory.loaded_at is None
+                else round(time.monotonic() - self.directory.loaded_at, 1),
                 "last_error": self.directory.last_error,
             },
             "rest": self.rest.health(),

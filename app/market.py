@@ -35,7 +35,6 @@ class Trade(Struct, frozen=True, tag_field="e", tag="trade"):
     symbol: Symbol = field(name="s")
     trade_id: int = field(name="t")
     price: Dec = field(name="p")
-    quantity: Dec = field(name="q")
     trade_time: int = field(name="T")
 
 

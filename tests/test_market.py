@@ -89,7 +89,6 @@ TRADE_VALUE = Trade(
     symbol="BTCUSDT",
     trade_id=4412345678,
     price="93512.01000000",
-    quantity="0.00150000",
     trade_time=1735689600122,
 )
 

@@ -191,7 +191,9 @@ async def test_healthz_reports_upstream_and_streams(
 ) -> None:
     idle = (await http.get("/healthz")).json()
     assert idle["status"] == "ok" and idle["upstream"]["state"] == "idle"
-    assert idle["streams"] == [] and idle["symbols"] == {
+    assert idle["streams"] == [] and idle["topics"] == []
+    assert idle["symbols"]["age_s"] < 60
+    assert {k: v for k, v in idle["symbols"].items() if k != "age_s"} == {
         "source": "exchangeInfo",
         "count": 20,
         "last_error": None,
@@ -205,21 +207,32 @@ async def test_healthz_reports_upstream_and_streams(
     assert health["upstream"]["state"] == "live"
     assert health["upstream"]["connections"] == 1
     assert health["streams"] == ["btcusdt@ticker", "btcusdt@trade"]
+    assert health["topics"] == ["price:BTCUSDT"]
+    assert health["upstream"]["shards"][0]["connected_for_s"] >= 0
+    assert health["rest"]["calls"]["/api/v3/exchangeInfo"] == 1
     assert 0 <= health["upstream"]["last_message_age"] < 5
     assert health["viewers"] == 1
     debug = await http.get("/debug")
     assert "btcusdt@trade" in debug.text
 
 
+@pytest.mark.parametrize(
+    ("path", "events"),
+    [
+        ("/?symbols=BTCUSDT,ETHUSDT", 3),
+        ("/market/BTCUSDT?interval=15m", 5),
+        ("/embed/BTCUSDT,ETHUSDT?view=trades", 3),
+    ],
+)
 async def test_every_event_the_server_sends_has_a_target(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, path: str, events: int
 ) -> None:
-    page = (await http.get("/", params={"symbols": "BTCUSDT,ETHUSDT"})).text
+    page = (await http.get(path)).text
     targets = {e.attrs["sse-swap"] for e in parse_html(page) if "sse-swap" in e.attrs}
     [board] = [e for e in parse_html(page) if "sse-connect" in e.attrs]
-    async with open_sse(http, board.attrs["sse-connect"] or "") as events:
-        names = {(await events.next()).event for _ in range(3)}
-    assert names <= targets
+    async with open_sse(http, board.attrs["sse-connect"] or "") as reader:
+        names = {(await reader.next()).event for _ in range(events)}
+    assert names == targets
 
 
 async def test_vendored_scripts_are_the_pinned_releases(http: httpx.AsyncClient) -> None:

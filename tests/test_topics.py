@@ -105,7 +105,7 @@ def test_bad_topics_are_named(directory: SymbolDirectory, topics: str, sentence:
 
 
 def _trade(trade_id: int, price: str, event_time: int = 1000) -> Trade:
-    return Trade(event_time, "BTCUSDT", trade_id, price, "1", event_time)
+    return Trade(event_time, "BTCUSDT", trade_id, price, event_time)
 
 
 def _ticker(event_time: int, last: str, last_trade_id: int = 10) -> Ticker:
