@@ -15,8 +15,8 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.errors import InputError
 from app.pages import directory_of, echo, error_page, hub_of, page, public_base
-from app.symbols import SymbolError
 from app.topics.key import DEFAULT_INTERVAL, SWITCH_INTERVALS, Topic, check_interval
 from app.urls import embed_path, sse_url, static_url
 
@@ -29,7 +29,7 @@ ROW_HEIGHT = {"full": 170, "compact": 84, "chart": 420, "book": 600, "trades": 7
 PER_ROW = {"full": 3, "compact": 3, "chart": 1, "book": 1, "trades": 1}
 
 
-class EmbedError(ValueError):
+class EmbedError(InputError):
     """An embed option we cannot use; the message is a sentence for a 400."""
 
 
@@ -68,10 +68,7 @@ class EmbedOptions:
         interval = params.get("interval") or DEFAULT_INTERVAL
         if interval != DEFAULT_INTERVAL and view != "chart":
             raise EmbedError("interval is for view=chart only")
-        try:
-            interval = check_interval(interval)
-        except SymbolError as exc:
-            raise EmbedError(str(exc)) from None
+        interval = check_interval(interval)
         link = (params.get("link") or "").strip()
         if link:
             parts = urlsplit(link)
@@ -104,7 +101,7 @@ async def embed(request: Request) -> Response:
     try:
         symbols = directory_of(request).check_list(request.path_params["symbols"])
         options = EmbedOptions.from_query(request.query_params)
-    except (SymbolError, EmbedError) as exc:
+    except InputError as exc:
         return error_page(request, 400, "Bad embed", str(exc))
     hub = hub_of(request)
     topics = [options.topic(s) for s in symbols]
@@ -130,7 +127,7 @@ async def builder(request: Request) -> Response:
     try:
         symbols = directory_of(request).check_list(raw_symbols)
         options = EmbedOptions.from_query(params)
-    except (SymbolError, EmbedError) as exc:
+    except InputError as exc:
         error = str(exc)
         symbols, options = ("BTCUSDT",), EmbedOptions()
     base = public_base(request)

@@ -299,10 +299,10 @@ class Hub:
         if not fed:
             return  # a late message for a stream we have just let go
         now = time.monotonic()
-        event = message.event
+        payload = message.payload
         for entry in fed:
             entry.last_data = now
-            if entry.panel.apply(event):
+            if entry.panel.apply(payload):
                 self._changed(entry)
             elif entry.stale:
                 self._refresh_staleness(entry, now)

@@ -115,7 +115,7 @@ class Link:
                 continue
             if isinstance(item, Reply):
                 self._on_reply(item)
-            elif isinstance(item.event, ServerShutdown):
+            elif isinstance(item.payload, ServerShutdown):
                 logger.info("upstream %s: serverShutdown notice, rotating", self.shard.name)
                 self.rotate_at = time.monotonic()
                 self.notice.set()

@@ -108,15 +108,15 @@ class Depth(Struct, frozen=True):
     asks: list[tuple[Dec, Dec]]
 
 
-Event = Trade | AggTrade | Ticker | Kline | ServerShutdown | Depth
+Payload = Trade | AggTrade | Ticker | Kline | ServerShutdown | Depth
 _Tagged = Trade | AggTrade | Ticker | Kline | ServerShutdown
 
 
 class Message(Struct, frozen=True):
-    """A decoded data message: the stream it came on (None on raw connections) and its event."""
+    """A decoded data message: the stream it came on (None on raw connections) and its payload."""
 
     stream: str | None
-    event: Event
+    payload: Payload
 
 
 class Reply(Struct, frozen=True):
@@ -159,7 +159,7 @@ def parse(raw: str | bytes) -> Message | Reply:
     try:
         envelope = _envelope.decode(raw)
         if envelope.stream is not None and envelope.data:
-            return Message(envelope.stream, _decode_event(envelope.stream, envelope.data))
+            return Message(envelope.stream, _decode_payload(envelope.stream, envelope.data))
         if envelope.e is not None:
             return Message(None, _tagged.decode(raw))
         if envelope.result or envelope.error is not None or envelope.id is not None:
@@ -169,7 +169,7 @@ def parse(raw: str | bytes) -> Message | Reply:
     raise ParseError("neither a stream message, an event nor a reply")
 
 
-def _decode_event(stream: str, data: Raw) -> Event:
+def _decode_payload(stream: str, data: Raw) -> Payload:
     if _DEPTH_STREAM.search(stream):
         return _depth.decode(data)
     return _tagged.decode(data)

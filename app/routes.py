@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from app.config import Settings
 from app.embeds import builder, embed
+from app.errors import InputError
 from app.pages import (
     directory_of,
     echo,
@@ -35,7 +36,6 @@ from app.pages import (
     settings_of,
 )
 from app.render import resource_dir
-from app.symbols import SymbolError
 from app.topics.key import (
     DEFAULT_INTERVAL,
     SWITCH_INTERVALS,
@@ -59,14 +59,14 @@ async def board(request: Request) -> Response:
         symbols = directory.check_list(
             request.query_params.get("symbols"), default=settings.symbols
         )
-    except SymbolError as exc:
+    except InputError as exc:
         return error_page(request, 400, "Bad symbol list", str(exc))
     add = request.query_params.get("add")
     error = None
     if add is not None and add.strip():
         try:
             wanted = directory.check_list(",".join((*symbols, add)))
-        except SymbolError as exc:
+        except InputError as exc:
             error = str(exc)
         else:
             return RedirectResponse(board_url(wanted), status_code=303)
@@ -103,7 +103,7 @@ async def market(request: Request) -> Response:
     try:
         symbol = directory.check(request.path_params["symbol"])
         interval = check_interval(request.query_params.get("interval") or DEFAULT_INTERVAL)
-    except SymbolError as exc:
+    except InputError as exc:
         return error_page(request, 400, "Bad market", str(exc))
     topics = {
         "price": price(symbol),
@@ -139,7 +139,7 @@ async def fragment(request: Request) -> Response:
     directory = directory_of(request)
     try:
         topic = parse_topic(text, directory) if ":" in text else price(directory.check(text))
-    except SymbolError as exc:
+    except InputError as exc:
         return plain_error(400, str(exc))
     html = await hub_of(request).fragment(topic, wait=FRAGMENT_WAIT)
     return HTMLResponse(html)

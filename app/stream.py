@@ -20,9 +20,10 @@ from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
 from app.config import Settings
+from app.errors import InputError
 from app.hub import Hub, Subscriber
 from app.limits import RETRY_AFTER, ViewerLimits
-from app.symbols import SymbolDirectory, SymbolError
+from app.symbols import SymbolDirectory
 from app.topics.key import Topic, parse_request
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class EventStream:
             topics = parse_request(
                 query.get("topics"), query.get("symbols"), directory, settings.max_symbols
             )
-        except SymbolError as exc:
+        except InputError as exc:
             return await _refuse(400, str(exc), scope, receive, send)
         client = scope["client"][0] if scope.get("client") else "unknown"
         refusal = limits.acquire(client)

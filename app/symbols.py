@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from app.config import Settings
+from app.errors import InputError
 from app.rest import TIMEOUT, Rest, RestError
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 MAX_SYMBOL_LENGTH = 20
 
 
-class SymbolError(ValueError):
+class SymbolError(InputError):
     """User input that names no usable symbol; the message is a sentence fit for a 400."""
 
 

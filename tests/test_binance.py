@@ -34,7 +34,9 @@ class Feed:
 
     def trades(self, symbol: str) -> list[Trade]:
         return [
-            f.event for f in self.frames if isinstance(f.event, Trade) and f.event.symbol == symbol
+            f.payload
+            for f in self.frames
+            if isinstance(f.payload, Trade) and f.payload.symbol == symbol
         ]
 
 

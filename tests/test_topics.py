@@ -7,8 +7,9 @@ import json
 import pytest
 
 from app.config import Settings
+from app.errors import InputError
 from app.market import AggTrade, Candle, Depth, Kline, Ticker, Trade
-from app.symbols import SymbolDirectory, SymbolError, SymbolInfo
+from app.symbols import SymbolDirectory, SymbolInfo
 from app.topics import make_panel
 from app.topics.book import BookPanel
 from app.topics.chart import ChartPanel
@@ -96,7 +97,7 @@ def test_parse_topics(directory: SymbolDirectory) -> None:
     ],
 )
 def test_bad_topics_are_named(directory: SymbolDirectory, topics: str, sentence: str) -> None:
-    with pytest.raises(SymbolError) as caught:
+    with pytest.raises(InputError) as caught:
         parse_request(topics, None, directory, limit=3)
     assert str(caught.value) == sentence
 

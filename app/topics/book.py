@@ -11,7 +11,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from app.market import Depth, Event
+from app.market import Depth, Payload
 from app.symbols import SymbolInfo
 from app.topics.key import Topic
 from app.topics.panel import Panel
@@ -34,12 +34,12 @@ class BookPanel(Panel):
     def own_streams(self) -> tuple[str, ...]:
         return (f"{self.topic.symbol.lower()}@depth{LEVELS}@100ms",)
 
-    def apply(self, event: Event) -> bool:
-        if not isinstance(event, Depth):
+    def apply(self, payload: Payload) -> bool:
+        if not isinstance(payload, Depth):
             return False
-        if self.book is not None and event.last_update_id <= self.book.last_update_id:
+        if self.book is not None and payload.last_update_id <= self.book.last_update_id:
             return False  # a duplicate or an older book (overlapping connections)
-        self.book = event
+        self.book = payload
         self.received_ms = time.time_ns() // 1_000_000
         return True
 

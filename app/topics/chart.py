@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.market import Candle, Event, Kline, parse_klines
+from app.market import Candle, Kline, Payload, parse_klines
 from app.symbols import SymbolInfo
 from app.topics.key import INTERVALS, Topic
 from app.topics.panel import CANDLES, History, Panel, klines_history
@@ -31,21 +31,21 @@ class ChartPanel(Panel):
     def own_streams(self) -> tuple[str, ...]:
         return (f"{self.topic.symbol.lower()}@kline_{self.topic.interval}",)
 
-    def apply(self, event: Event) -> bool:
-        if not isinstance(event, Kline) or event.candle.interval != self.topic.interval:
+    def apply(self, payload: Payload) -> bool:
+        if not isinstance(payload, Kline) or payload.candle.interval != self.topic.interval:
             return False
-        candle = event.candle
+        candle = payload.candle
         start = candle.open_time
         known = self.candles.get(start)
         if known is not None and known.closed:
             return False  # final already
-        if not candle.closed and event.event_time < self.updated.get(start, -1):
+        if not candle.closed and payload.event_time < self.updated.get(start, -1):
             return False  # an older update (overlapping connections); equal times are in order
         if known is None and len(self.candles) >= CANDLES and start < min(self.candles):
             return False  # older than the window
         self.candles[start] = candle
-        self.updated[start] = event.event_time
-        self.newest_event = max(self.newest_event or 0, event.event_time)
+        self.updated[start] = payload.event_time
+        self.newest_event = max(self.newest_event or 0, payload.event_time)
         self._trim()
         return True
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.symbols import MAX_SYMBOL_LENGTH, SymbolDirectory, SymbolError, describe
+from app.errors import InputError
+from app.symbols import MAX_SYMBOL_LENGTH, SymbolDirectory, describe
 
 KINDS = ("price", "book", "trades", "chart")
 # Binance's kline intervals, shortest first, with their length in ms (a month counts 31 days;
@@ -39,7 +40,7 @@ SWITCH_INTERVALS = ("1m", "5m", "15m", "1h", "4h", "1d", "1w")
 _MAX_TOPIC_LENGTH = len("chart::") + MAX_SYMBOL_LENGTH + 4
 
 
-class TopicError(SymbolError):
+class TopicError(InputError):
     """User input that names no usable topic; the message is a sentence fit for a 400."""
 
 

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from app.market import Event
+from app.market import Payload
 from app.symbols import SymbolInfo
 from app.topics.key import Topic
 
@@ -60,7 +60,7 @@ class Panel(ABC):
         return own if heartbeat in own else (*own, heartbeat)
 
     @abstractmethod
-    def apply(self, event: Event) -> bool:
+    def apply(self, payload: Payload) -> bool:
         """Take one upstream event; True if what the panel shows changed."""
 
     def history(self) -> History | None:

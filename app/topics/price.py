@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from app.market import Event, Ticker, Trade, parse_klines
+from app.market import Payload, Ticker, Trade, parse_klines
 from app.symbols import SymbolInfo
 from app.topics.key import Topic
 from app.topics.panel import CANDLES, History, Panel, klines_history
@@ -115,13 +115,13 @@ class PricePanel(Panel):
         low = self.topic.symbol.lower()
         return (f"{low}@trade", f"{low}@ticker")
 
-    def apply(self, event: Event) -> bool:
-        if isinstance(event, Trade):
-            quote = self.quote.with_trade(event)
+    def apply(self, payload: Payload) -> bool:
+        if isinstance(payload, Trade):
+            quote = self.quote.with_trade(payload)
             if quote is not None:
-                self._add_point(event.trade_time // _MINUTE * _MINUTE, event.price)
-        elif isinstance(event, Ticker):
-            quote = self.quote.with_ticker(event)
+                self._add_point(payload.trade_time // _MINUTE * _MINUTE, payload.price)
+        elif isinstance(payload, Ticker):
+            quote = self.quote.with_ticker(payload)
         else:
             return False
         if quote is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.market import AggTrade, Event, parse_agg_trades
+from app.market import AggTrade, Payload, parse_agg_trades
 from app.symbols import SymbolInfo
 from app.topics.key import Topic
 from app.topics.panel import History, Panel
@@ -29,12 +29,12 @@ class TradesPanel(Panel):
     def own_streams(self) -> tuple[str, ...]:
         return (f"{self.topic.symbol.lower()}@aggTrade",)
 
-    def apply(self, event: Event) -> bool:
-        if not isinstance(event, AggTrade):
+    def apply(self, payload: Payload) -> bool:
+        if not isinstance(payload, AggTrade):
             return False
-        if self.trades and event.agg_id <= self.trades[0].agg_id:
+        if self.trades and payload.agg_id <= self.trades[0].agg_id:
             return False
-        self.trades.insert(0, event)
+        self.trades.insert(0, payload)
         del self.trades[TRADES:]
         return True
 
