@@ -6,9 +6,10 @@ its last. Each upstream message goes to the panels of its stream; a panel that c
 rendered once and encoded once as an SSE event, at most once per `render_interval` however fast
 Binance sends, and those bytes are dropped into every viewer's latest-value slot for the topic.
 Publishing never awaits: a slow viewer simply skips to the newest fragment, its memory bounded by
-its number of topics. The hub fetches a panel's REST history once (through the shared cache) and
-owns honesty: a topic with no data for `stall_timeout`, or whose upstream is not live, is
-re-rendered as stale. It knows nothing of HTTP.
+its number of topics. The hub fetches a panel's REST history (through the shared cache) on first
+view, after a reconnect and when the panel finds a gap, and owns honesty: a topic with no data
+for `stall_timeout`, or whose upstream is not live, is re-rendered as stale. A bug in one panel
+is logged and costs that panel alone. It knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ PING_BYTES = ServerSentEvent(comment="ping").encode()
 # A panel's REST history that failed is tried again after this long, doubling up to a minute.
 HISTORY_RETRY = 2.0
 HISTORY_RETRY_MAX = 60.0
+# A failing panel logs its traceback at most this often (seconds), so a bug cannot flood the log.
+PANEL_ERROR_LOG_INTERVAL = 60.0
 
 
 class Subscriber:
@@ -90,9 +93,11 @@ class _Entry:
 
     __slots__ = (
         "expiry",
+        "history_error",
         "history_task",
         "html",
         "last_data",
+        "own",
         "panel",
         "rendered_at",
         "stale",
@@ -112,6 +117,9 @@ class _Entry:
         self.expiry: asyncio.TimerHandle | None = None
         self.timer: asyncio.TimerHandle | None = None  # a render held back by the rate limit
         self.history_task: asyncio.Task[None] | None = None
+        self.history_error: str | None = None  # why the REST history could not be had
+        # The streams whose messages prove this panel live (all of them, or only its own).
+        self.own = frozenset(panel.own_streams() if panel.own_streams_are_steady else ())
 
 
 class Hub:
@@ -139,6 +147,8 @@ class Hub:
         self._flusher: asyncio.Task[None] | None = None
         self._upstream_name = "demo exchange" if settings.demo else "Binance"
         self._last_state = State.IDLE
+        self._history_tasks: set[asyncio.Task[None]] = set()
+        self._panel_errors_logged: dict[Topic, float] = {}
 
     async def __aenter__(self) -> Hub:
         await self.upstream.__aenter__()
@@ -151,15 +161,16 @@ class Hub:
         # Shutdown order: end every viewer's stream first (their loops return), then stop the
         # clock, the flusher, the history fetches and the timers, and last close the upstream
         # connections.
-        self.drain()
-        tasks = [self._clock, self._flusher, *(e.history_task for e in self.entries.values())]
+        self.drain()  # also stops new history fetches
+        tasks = [t for t in (self._clock, self._flusher, *self._history_tasks) if t is not None]
         for task in tasks:
-            if task is not None:
-                task.cancel()
-        for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            task.cancel()
+        if tasks:
+            # Waited, not awaited: their CancelledError is theirs; ours must not be swallowed.
+            await asyncio.wait(tasks)
+            for task in tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    logger.error("hub: %s had failed", task.get_name(), exc_info=task.exception())
         for entry in self.entries.values():
             for handle in (entry.expiry, entry.timer):
                 if handle is not None:
@@ -208,7 +219,8 @@ class Hub:
                         # Until the data is shown: a render held back by the rate limit ends
                         # in a publish, which wakes us.
                         while not entry.panel.has_data or entry.timer is not None:
-                            await sub.next_chunk()
+                            if await sub.next_chunk() is None:
+                                break  # the server is stopping
             return entry.html
         finally:
             self.unsubscribe(sub)
@@ -254,18 +266,25 @@ class Hub:
         if entry.timer is not None:
             entry.timer.cancel()
         if entry.history_task is not None:
-            entry.history_task.cancel()  # it only ever awaits the REST cache and sleeps
+            # Cancelled here, awaited by whoever closes the hub if it has not ended by then.
+            entry.history_task.cancel()
+        self._panel_errors_logged.pop(topic, None)
         logger.debug("hub: unsubscribed %s after the grace period", topic)
 
     def _start_history(self, entry: _Entry, *, fresh: bool = False) -> None:
-        """Fetch the panel's REST history, unless it has none or a fetch is under way."""
-        if entry.panel.history() is None:
+        """Fetch the panel's REST history, unless it has none, a fetch is under way, or the
+        hub is closing."""
+        entry.panel.history_due = False
+        if self.draining or entry.panel.history() is None:
             return
         if entry.history_task is not None and not entry.history_task.done():
             return
-        entry.history_task = asyncio.create_task(
+        task = asyncio.create_task(
             self._fetch_history(entry, fresh), name=f"history {entry.panel.topic}"
         )
+        entry.history_task = task
+        self._history_tasks.add(task)
+        task.add_done_callback(self._history_tasks.discard)
 
     async def _fetch_history(self, entry: _Entry, fresh: bool) -> None:
         """Seed the panel from REST (one call shared through the cache), retrying with backoff
@@ -276,19 +295,24 @@ class Hub:
         delay = HISTORY_RETRY
         while True:
             try:
-                body = await self.rest.cached(
+                answer = await self.rest.cached(
                     request.path, request.params, request.ttl, fresh=fresh
                 )
-                changed = panel.seed(body)
+                try:
+                    changed = panel.seed(answer.body, answer.fetched_ms)
+                except ParseError:
+                    self.rest.forget(request.path, request.params)  # not for the next asker
+                    raise
             except (RestError, ParseError) as exc:
-                panel.history_error = f"history unavailable: {exc}"
+                entry.history_error = f"history unavailable: {exc}"
                 logger.warning("hub: %s: %s; retrying in %.0f s", panel.topic, exc, delay)
                 self._changed(entry)
                 await asyncio.sleep(max(delay, self.rest.cooling_down()))
                 delay = min(delay * 2, HISTORY_RETRY_MAX)
+                fresh = True
                 continue
-            if panel.history_error is not None or changed:
-                panel.history_error = None
+            if entry.history_error is not None or changed:
+                entry.history_error = None
                 self._changed(entry)
             return
 
@@ -299,13 +323,23 @@ class Hub:
         if not fed:
             return  # a late message for a stream we have just let go
         now = time.monotonic()
+        stream = message.stream
         payload = message.payload
         for entry in fed:
-            entry.last_data = now
-            if entry.panel.apply(payload):
+            if not entry.own or stream in entry.own:
+                entry.last_data = now
+            try:
+                changed = entry.panel.apply(payload)
+            except Exception:  # noqa: BLE001 (a bug in one panel must cost that panel alone)
+                # Not re-raised: it would reach the upstream link and drop every stream on it.
+                self._panel_failed(entry, "applying a message")
+                continue
+            if changed:
                 self._changed(entry)
             elif entry.stale:
                 self._refresh_staleness(entry, now)
+            if entry.panel.history_due:
+                self._start_history(entry, fresh=True)
 
     def _on_state(self) -> None:
         state = self.upstream.state
@@ -344,23 +378,43 @@ class Hub:
         if self.entries.get(entry.panel.topic) is entry:
             self._publish(entry)
 
+    def _panel_failed(self, entry: _Entry, doing: str) -> None:
+        """Log a panel's bug, with its traceback at most once a minute per topic."""
+        topic = entry.panel.topic
+        now = time.monotonic()
+        if now - self._panel_errors_logged.get(topic, -PANEL_ERROR_LOG_INTERVAL) >= (
+            PANEL_ERROR_LOG_INTERVAL
+        ):
+            self._panel_errors_logged[topic] = now
+            logger.exception("hub: %s failed %s; it keeps its last fragment", topic, doing)
+
     def _render(self, entry: _Entry) -> bytes:
         panel = entry.panel
         topic = panel.topic
         info = panel.info
-        entry.html = self.renderer.fragment(
-            panel.template,
-            topic=topic,
-            stale=entry.stale,
-            demo=self.settings.demo,
-            event_time=panel.event_time,
-            error=panel.history_error,
-            decimals=info.decimals if info else None,
-            quote_asset=info.quote if info else "",
-            base_asset=info.base if info else "",
-            **panel.context(),
-        )
-        data = sse_event(topic.event, entry.html)
+        try:
+            html = self.renderer.fragment(
+                panel.template,
+                topic=topic,
+                stale=entry.stale,
+                has_data=panel.has_data,
+                demo=self.settings.demo,
+                event_time=panel.event_time,
+                error=entry.history_error,
+                decimals=info.decimals if info else None,
+                quote_asset=info.quote if info else "",
+                base_asset=info.base if info else "",
+                **panel.context(),
+            )
+        except Exception:  # noqa: BLE001 (as in _on_message: one panel's bug stays its own)
+            self._panel_failed(entry, "rendering")
+            if topic.event not in self.encoded:  # a first render: say so rather than nothing
+                html = self.renderer.fragment("broken", topic=topic)
+                self.encoded[topic.event] = sse_event(topic.event, html)
+                entry.html = html
+            return self.encoded[topic.event]
+        entry.html = html
+        data = sse_event(topic.event, html)
         self.encoded[topic.event] = data
         self.events_rendered += 1
         entry.rendered_at = time.monotonic()
@@ -410,9 +464,12 @@ class Hub:
         """No data yet: loading until the stall limit, then an error. Data: stale when old or
         when the upstream is not live."""
         limit = self.settings.stall_timeout
+        state = self.upstream.state
         if entry.last_data is None:
-            return now - entry.subscribed_at > limit
-        return self.upstream.state != State.LIVE or now - entry.last_data > limit
+            # REST history shown while the upstream is failing is not live either.
+            trouble = state in (State.RECONNECTING, State.DOWN) and entry.panel.has_data
+            return trouble or now - entry.subscribed_at > limit
+        return state != State.LIVE or now - entry.last_data > limit
 
     def _refresh_staleness(self, entry: _Entry, now: float) -> None:
         if self._is_stale(entry, now) != entry.stale:

@@ -11,15 +11,14 @@ type (the partial book). REST answers for chart history and recent trades decode
 from __future__ import annotations
 
 import re
-import time
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Raw, Struct, field
 
-# Binance sends prices and quantities as plain decimals ("93512.01000000"); changes may be
-# negative. Anything else is a malformed message, not a price to show.
-Dec = Annotated[str, msgspec.Meta(pattern=r"^-?\d{1,20}(\.\d{1,20})?\Z")]
+# Binance sends prices and quantities as plain non-negative decimals ("93512.01000000"); none of
+# the fields we read can be negative. Anything else is a malformed message, not a price to show.
+Dec = Annotated[str, msgspec.Meta(pattern=r"^\d{1,20}(\.\d{1,20})?\Z")]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 _DEPTH_STREAM = re.compile(r"@depth(5|10|20)(@\d+ms)?$")
 
@@ -148,9 +147,9 @@ _envelope = msgspec.json.Decoder(_Envelope)
 _tagged: msgspec.json.Decoder[_Tagged] = msgspec.json.Decoder(_Tagged)
 _depth = msgspec.json.Decoder(Depth)
 _any = msgspec.json.Decoder()
-_klines = msgspec.json.Decoder(
-    list[tuple[int, Dec, Dec, Dec, Dec, Dec, int, Dec, int, Dec, Dec, str]]
-)
+# A kline row's first nine columns, the ones we read; Binance may append more.
+_KlineRow = tuple[int, Dec, Dec, Dec, Dec, Dec, int, Dec, int]
+_klines = msgspec.json.Decoder(list[list[Any]])
 _agg_trades = msgspec.json.Decoder(list[AggTrade])
 
 
@@ -185,19 +184,19 @@ def _reply(envelope: _Envelope) -> Reply:
     return Reply(envelope.id, result)
 
 
-def parse_klines(raw: bytes, symbol: str, interval: str) -> list[Candle]:
-    """REST `/api/v3/klines` rows into candles, oldest first; the last may still be forming."""
+def parse_klines(raw: bytes, symbol: str, interval: str, fetched_ms: int) -> list[Candle]:
+    """REST `/api/v3/klines` rows, as Binance gave them at `fetched_ms`, into candles, oldest
+    first; the last may still be forming."""
     try:
-        rows = _klines.decode(raw)
-    except msgspec.DecodeError as exc:
+        rows = [msgspec.convert(row[:9], _KlineRow) for row in _klines.decode(raw)]
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ParseError(f"klines for {symbol}: {exc}") from None
-    now = int(time.time() * 1000)
     last = len(rows) - 1
-    # Every row but the last is closed (a newer candle exists); the last is closed only once
-    # its close time has passed.
+    # Every row but the last is closed (a newer candle exists); the last was closed only if its
+    # close time had passed when Binance answered (a cached answer may be seconds old).
     return [
-        Candle(t, close_t, interval, o, h, low, c, v, n, i < last or close_t < now)
-        for i, (t, o, h, low, c, v, close_t, _q, n, _tb, _tq, _) in enumerate(rows)
+        Candle(t, close_t, interval, o, h, low, c, v, n, i < last or close_t < fetched_ms)
+        for i, (t, o, h, low, c, v, close_t, _q, n) in enumerate(rows)
     ]
 
 

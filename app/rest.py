@@ -11,11 +11,10 @@ and the answer is kept for its lifetime. It knows nothing of panels or HTML.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -32,6 +31,13 @@ COOL_DOWN = {429: 60.0, 418: 120.0}
 CACHE_ENTRIES = 512
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class Answer(NamedTuple):
+    """A REST answer and when Binance gave it (epoch ms): a cached answer is that old."""
+
+    body: bytes
+    fetched_ms: int
 
 
 class RestError(Exception):
@@ -51,8 +57,8 @@ class Rest:
         self.used_weight: int | None = None  # Binance's X-MBX-USED-WEIGHT-1M, last seen
         self.cooling_until: float | None = None  # monotonic; no calls before it
         self.last_error: str | None = None
-        self._cache: OrderedDict[_Key, tuple[float, bytes]] = OrderedDict()
-        self._inflight: dict[_Key, asyncio.Task[bytes]] = {}
+        self._cache: OrderedDict[_Key, tuple[float, Answer]] = OrderedDict()
+        self._inflight: dict[_Key, asyncio.Task[Answer]] = {}
 
     async def __aenter__(self) -> Rest:
         return self
@@ -60,11 +66,11 @@ class Rest:
     async def __aexit__(self, *exc_info: object) -> None:
         # Shutdown order: cancel the calls in flight (their askers get CancelledError or have
         # gone), then close the connection pool.
-        for task in list(self._inflight.values()):
+        tasks = list(self._inflight.values())
+        for task in tasks:
             task.cancel()
-        for task in list(self._inflight.values()):
-            with contextlib.suppress(asyncio.CancelledError, RestError):
-                await task
+        if tasks:
+            await asyncio.wait(tasks)  # their outcome was retrieved by _retrieve
         await self.client.aclose()
 
     def cooling_down(self) -> float:
@@ -118,10 +124,11 @@ class Rest:
 
     async def cached(
         self, path: str, params: dict[str, str], ttl: float, *, fresh: bool = False
-    ) -> bytes:
+    ) -> Answer:
         """The answer to `path?params`, from the cache if younger than `ttl` seconds (never with
-        `fresh`); askers at the same time share one request."""
-        key: _Key = (path, tuple(sorted(params.items())))
+        `fresh`); askers at the same time share one request (a fresh asker joins one already
+        in flight: it was sent after whatever made the asker want a fresh answer)."""
+        key = _key(path, params)
         hit = None if fresh else self._cache.get(key)
         now = time.monotonic()
         if hit is not None and hit[0] > now:
@@ -140,16 +147,20 @@ class Rest:
         # for the others. The task is ours, and __aexit__ cancels it.
         return await asyncio.shield(task)
 
-    async def _fetch(self, key: _Key, ttl: float) -> bytes:
+    def forget(self, path: str, params: dict[str, str]) -> None:
+        """Drop a cached answer its asker could not use, so the next ask fetches anew."""
+        self._cache.pop(_key(path, params), None)
+
+    async def _fetch(self, key: _Key, ttl: float) -> Answer:
         try:
-            body = await self.get(key[0], dict(key[1]))
+            answer = Answer(await self.get(key[0], dict(key[1])), time.time_ns() // 1_000_000)
         finally:
             del self._inflight[key]
-        self._cache[key] = (time.monotonic() + ttl, body)
+        self._cache[key] = (time.monotonic() + ttl, answer)
         self._cache.move_to_end(key)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
-        return body
+        return answer
 
     def _failed(self, message: str) -> RestError:
         self.last_error = message
@@ -166,6 +177,10 @@ class Rest:
         }
 
 
-def _retrieve(task: asyncio.Task[bytes]) -> None:
+def _key(path: str, params: dict[str, str]) -> _Key:
+    return (path, tuple(sorted(params.items())))
+
+
+def _retrieve(task: asyncio.Task[Answer]) -> None:
     if not task.cancelled():
         task.exception()

@@ -13,7 +13,7 @@ import pytest
 
 from app.binance import retry_delay
 from app.config import Settings
-from app.demo import DemoExchange
+from app.demo import MAX_INCOMING_PER_SECOND, DemoExchange
 from tests.conftest import WAIT, EventReader, eventually, open_sse, root, run_server, settings_for
 
 pytestmark = pytest.mark.anyio
@@ -67,10 +67,16 @@ async def watch(http: httpx.AsyncClient) -> AsyncIterator[EventReader]:
 
 
 def paced(ex: DemoExchange, since: int, rate: float) -> list[list[str]]:
-    """The SUBSCRIBE batches sent since control_log[since]; asserts they kept to `rate`."""
+    """The SUBSCRIBE batches sent since control_log[since]; asserts they kept to Binance's
+    limit. Times are when the exchange received them, so a busy machine can bunch two that
+    left `1/rate` apart; what must hold is that no second ever carries more than Binance
+    allows (and `rate` stays below it, so there is room for that jitter)."""
+    assert rate < MAX_INCOMING_PER_SECOND
     log = [(t, m) for t, m in ex.control_log[since:] if m.get("method") == "SUBSCRIBE"]
-    for (a, _), (b, _) in itertools.pairwise(log):
-        assert b - a >= 1 / rate - 0.01
+    times = [t for t, _ in log]
+    for i, start in enumerate(times):
+        within = [t for t in times[i:] if t - start < 1.0]
+        assert len(within) <= MAX_INCOMING_PER_SECOND, times
     return [m["params"] for _, m in log]
 
 

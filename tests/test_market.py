@@ -210,6 +210,7 @@ def test_parse_known_messages(raw: object, expected: object) -> None:
         json.dumps({**TRADE, "p": "1e5"}),
         json.dumps({**TRADE, "p": "<script>"}),
         json.dumps({**TRADE, "p": "1.5\n"}),
+        json.dumps({**TRADE, "p": "-93512.01"}),
         json.dumps({**TRADE, "t": "12"}),
         json.dumps({**TRADE, "s": ""}),
         json.dumps({k: v for k, v in TRADE.items() if k != "E"}),
@@ -259,7 +260,7 @@ def test_rest_klines_become_candles_and_the_future_one_is_forming() -> None:
             ],
         ]
     ).encode()
-    first, forming = parse_klines(raw, "ETHBTC", "1m")
+    first, forming = parse_klines(raw, "ETHBTC", "1m", fetched_ms=1735689600000)
     assert first == Candle(
         1499040000000,
         1499644799999,
@@ -274,7 +275,15 @@ def test_rest_klines_become_candles_and_the_future_one_is_forming() -> None:
     )
     assert forming.open_time == 4102444800000 and not forming.closed
     with pytest.raises(ParseError):
-        parse_klines(b'[[1, "x"]]', "ETHBTC", "1m")
+        parse_klines(b'[[1, "x"]]', "ETHBTC", "1m", 0)
+    # A last row whose close time had passed when Binance answered is closed; a column
+    # Binance might append one day is ignored; a negative price is not a price.
+    row = [60_000, "1.0", "1.0", "1.0", "1.0", "1.0", 119_999, "1.0", 1, "1", "1", "0", "new"]
+    [late] = parse_klines(json.dumps([row]).encode(), "ETHBTC", "1m", fetched_ms=120_000)
+    [early] = parse_klines(json.dumps([row]).encode(), "ETHBTC", "1m", fetched_ms=119_000)
+    assert late.closed and not early.closed
+    with pytest.raises(ParseError):
+        parse_klines(json.dumps([[*row[:1], "-1.0", *row[2:]]]).encode(), "ETHBTC", "1m", 0)
 
 
 def test_rest_agg_trades_carry_the_symbol_and_the_taker_side() -> None:

@@ -20,6 +20,7 @@ from app.topics.svg import chart, sparkline
 from app.topics.trades import TRADES, TradesPanel
 
 INFO = SymbolInfo("BTCUSDT", "TRADING", "BTC", "USDT", 2)
+NOW_MS = 1_800_000_000_000  # when the REST answers in these tests were given
 
 
 @pytest.fixture
@@ -200,7 +201,7 @@ def test_sparkline_keeps_the_last_price_of_each_minute_seeded_from_klines() -> N
         ]
         for m in range(4)
     ]
-    assert panel.seed(json.dumps(rows).encode())
+    assert panel.seed(json.dumps(rows).encode(), NOW_MS)
     assert panel.minutes == [
         (0, "100.00"),
         (60_000, "101.00"),
@@ -246,7 +247,7 @@ def test_trades_newest_first_never_repeating_or_going_back() -> None:
         {"a": i, "p": "1.00", "q": "1", "f": i, "l": i, "T": i, "m": True, "M": True}
         for i in range(1, 7)
     ]
-    assert panel.seed(json.dumps(history).encode())
+    assert panel.seed(json.dumps(history).encode(), NOW_MS)
     assert [t.agg_id for t in panel.trades] == [7, 6, 5, 4, 3, 2, 1]
     assert panel.trades[-1].side == "sell" and panel.trades[0].side == "buy"
     for agg_id in range(8, 8 + TRADES):
@@ -292,7 +293,7 @@ def test_chart_keeps_closed_candles_final_and_the_window_bounded() -> None:
         ]
         for m in range(3)
     ]
-    assert panel.seed(json.dumps(rows).encode())
+    assert panel.seed(json.dumps(rows).encode(), NOW_MS)
     assert [(c.open_time, c.close) for c in panel.candles.values()] == [
         (0, "0.00"),
         (60_000, "102.00"),
@@ -302,6 +303,53 @@ def test_chart_keeps_closed_candles_final_and_the_window_bounded() -> None:
         panel.apply(_kline(minute, "100.00", closed=True))
     assert len(panel.candles) == CANDLES and min(panel.candles) == 3 * 60_000
     assert not panel.apply(_kline(0, "1.00"))  # older than the window
+
+
+def test_chart_never_loses_a_close() -> None:
+    panel = ChartPanel(Topic("chart", "BTCUSDT", "1m"), INFO)
+    # REST history as of 00:00:50: the 00:00 candle was still forming then.
+    rows = [[0, "100.00", "110.00", "90.00", "104.00", "5.0", 59_999, "1", 1, "1", "1", "0"]]
+    panel.seed(json.dumps(rows).encode(), fetched_ms=50_000)
+    assert not panel.candles[0].closed
+    # The stream's close is final, whatever REST said.
+    assert panel.apply(_kline(0, "105.00", closed=True, event_time=60_000))
+    assert panel.candles[0].close == "105.00" and not panel.history_due
+    panel.seed(json.dumps(rows).encode(), fetched_ms=70_000)  # an old cached answer, "closed"
+    assert panel.candles[0].close == "105.00"
+    # A new candle starts but the stream never closed the one before: the panel asks for REST.
+    assert panel.apply(_kline(1, "106.00", event_time=61_000))
+    assert not panel.history_due
+    assert panel.apply(_kline(2, "107.00", event_time=121_500))
+    assert panel.history_due
+    closed_by_rest = [
+        [60_000, "100.00", "110.00", "90.00", "106.50", "5.0", 119_999, "1", 1, "1", "1", "0"],
+        [120_000, "106.50", "107.00", "106.50", "107.00", "1.0", 179_999, "1", 1, "1", "1", "0"],
+    ]
+    assert panel.seed(json.dumps(closed_by_rest).encode(), fetched_ms=121_600)
+    assert panel.candles[60_000].close == "106.50" and panel.candles[60_000].closed
+    assert panel.candles[120_000].close == "107.00"
+
+
+def test_price_card_time_never_goes_back() -> None:
+    q = Quote("BTCUSDT").with_trade(_trade(11, "106.00", 2000))
+    assert q is not None
+    later = q.with_ticker(_ticker(1500, "105.00", last_trade_id=10))
+    assert later is not None and later.event_time == 2000 and later.price == "106.00"
+    assert Quote("X", price="1", open="0.00000000000000000001").change() is not None
+    assert Quote("X", price="1e30", open="1e-30").change() is None
+
+
+def test_axis_labels_for_tiny_prices_and_flat_charts() -> None:
+    tiny = [
+        Candle(
+            0, 59_999, "1m", "0.00000055", "0.00000066", "0.00000055", "0.00000061", "9", 1, True
+        )
+    ]
+    labels = [label for _, label in chart(tiny, 60, 60_000, 8).price_ticks]
+    assert labels and all(label.startswith("0.000000") and "E" not in label for label in labels)
+    flat = [Candle(0, 59_999, "1m", "0.9998", "0.9999", "0.9998", "0.9998", "9", 1, True)]
+    labels = [label for _, label in chart(flat, 60, 60_000, 4).price_ticks]
+    assert len(labels) == len(set(labels)) and labels
 
 
 def test_chart_layout_puts_the_newest_candle_at_the_right_edge() -> None:

@@ -25,6 +25,7 @@ BAR_STEP = 5
 
 class BookPanel(Panel):
     template = "book"
+    own_streams_are_steady = True
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         super().__init__(topic, info)

@@ -2,8 +2,9 @@
 
 `<symbol>@kline_<interval>` sends the forming candle every two seconds and a final update
 (`closed`) when it ends. Candles are keyed by open time: a stream update replaces the REST row
-for the same candle, a closed candle is final, and the window keeps the newest `CANDLES`. After
-a reconnect the history is fetched again, so a close missed in the gap is filled in.
+for the same candle, a close from the stream is final, and the window keeps the newest
+`CANDLES`. When a new candle starts before the stream closed the previous one (a reconnect, or
+REST history older than the close), the history is fetched again, so no close is ever lost.
 Every render carries the whole window, so a viewer that reads slowly and skips renders still
 ends up with every closed candle exactly as Binance closed it.
 """
@@ -21,11 +22,13 @@ from app.topics.svg import chart
 
 class ChartPanel(Panel):
     template = "chart"
+    own_streams_are_steady = True
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         super().__init__(topic, info)
         self.candles: dict[int, Candle] = {}  # by open time
         self.updated: dict[int, int] = {}  # open time -> event time of its latest update
+        self.final: set[int] = set()  # open times the stream closed: never changed again
         self.newest_event: int | None = None
 
     def own_streams(self) -> tuple[str, ...]:
@@ -37,12 +40,20 @@ class ChartPanel(Panel):
         candle = payload.candle
         start = candle.open_time
         known = self.candles.get(start)
-        if known is not None and known.closed:
-            return False  # final already
+        if start in self.final:
+            return False
         if not candle.closed and payload.event_time < self.updated.get(start, -1):
             return False  # an older update (overlapping connections); equal times are in order
-        if known is None and len(self.candles) >= CANDLES and start < min(self.candles):
-            return False  # older than the window
+        if known is None and self.candles:
+            if len(self.candles) >= CANDLES and start < min(self.candles):
+                return False  # older than the window
+            newest = max(self.candles)
+            if start > newest and newest not in self.final:
+                # A new candle, and the stream never closed the one before: its close came
+                # while we were not listening. REST has it.
+                self.history_due = True
+        if candle.closed:
+            self.final.add(start)
         self.candles[start] = candle
         self.updated[start] = payload.event_time
         self.newest_event = max(self.newest_event or 0, payload.event_time)
@@ -52,15 +63,16 @@ class ChartPanel(Panel):
     def history(self) -> History:
         return klines_history(self.topic.symbol, self.topic.interval)
 
-    def seed(self, body: bytes) -> bool:
-        rows = parse_klines(body, self.topic.symbol, self.topic.interval)
+    def seed(self, body: bytes, fetched_ms: int) -> bool:
+        rows = parse_klines(body, self.topic.symbol, self.topic.interval, fetched_ms)
         before = dict(self.candles)
         for candle in rows:
-            known = self.candles.get(candle.open_time)
+            start = candle.open_time
+            known = self.candles.get(start)
             # What the stream sent is newer than a REST row for the same candle, unless REST
-            # has it closed and we never saw the close (it came while we were disconnected).
-            if known is None or (candle.closed and not known.closed):
-                self.candles[candle.open_time] = candle
+            # has it closed and the stream never closed it (the close came while we were away).
+            if known is None or (candle.closed and start not in self.final):
+                self.candles[start] = candle
         self._trim()
         if rows and self.newest_event is None:
             self.newest_event = rows[-1].close_time if rows[-1].closed else rows[-1].open_time
@@ -71,6 +83,7 @@ class ChartPanel(Panel):
             keep = sorted(self.candles)[-CANDLES:]
             self.candles = {t: self.candles[t] for t in keep}
             self.updated = {t: e for t, e in self.updated.items() if t in self.candles}
+            self.final &= self.candles.keys()
 
     @property
     def has_data(self) -> bool:

@@ -1,9 +1,10 @@
 """What every kind of live panel has in common: its streams, its reducer, its history, its look.
 
-A `Panel` is one topic's state. The hub feeds it the upstream events of its streams (`apply`,
-which says whether what is shown changed), asks it once for the REST history it wants
-(`history`, then `seed`), and renders it through its template with `context`. A panel does no
-I/O and knows nothing of viewers, so adding a kind of panel is a new module beside the others.
+A `Panel` is one topic's state. The hub feeds it the upstream payloads of its streams (`apply`,
+which says whether what is shown changed), asks it for the REST history it wants (`history`,
+then `seed`: on first view, after a reconnect, and when the panel says `history_due`), and
+renders it through its template with `context`. A panel does no I/O and knows nothing of
+viewers, so adding a kind of panel is a new module beside the others.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from app.topics.key import Topic
 # How many candles a chart shows, and the sparkline's one-minute points: one REST call
 # (klines 1m, this limit) seeds both the 1m chart and a card's sparkline.
 CANDLES = 60
+# How long a klines answer may serve later openers: closed candles never change, and the
+# forming one is overtaken by the stream within its 2 s cadence; a missed close is refetched.
+KLINES_TTL = 10.0
 
 
 @dataclass(frozen=True)
@@ -31,22 +35,22 @@ class History:
 
 
 def klines_history(symbol: str, interval: str) -> History:
-    # A closed candle never changes, and the forming one is overtaken by the stream within
-    # seconds, so an answer may serve later openers for a while.
-    return History(
-        "/api/v3/klines", {"symbol": symbol, "interval": interval, "limit": str(CANDLES)}, 10.0
-    )
+    params = {"symbol": symbol, "interval": interval, "limit": str(CANDLES)}
+    return History("/api/v3/klines", params, KLINES_TTL)
 
 
 class Panel(ABC):
     """One topic's live state. Subclasses name their template and streams."""
 
     template: ClassVar[str]
+    # True where the panel's own streams arrive steadily (the book ten times a second, klines
+    # every two seconds): then only they prove it live, not the symbol's ticker.
+    own_streams_are_steady: ClassVar[bool] = False
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         self.topic = topic
         self.info = info
-        self.history_error: str | None = None  # why the REST history could not be had
+        self.history_due = False  # set when live data shows that something was missed
 
     @abstractmethod
     def own_streams(self) -> tuple[str, ...]:
@@ -54,21 +58,23 @@ class Panel(ABC):
 
     def streams(self) -> tuple[str, ...]:
         """Every stream this panel listens to. The symbol's ticker comes every second whatever
-        the market does, so a quiet market (no trade for a minute) never reads as stale."""
+        the market does, so a quiet market (no trade for a minute) never reads as stale, unless
+        the panel's own streams are steady."""
         heartbeat = f"{self.topic.symbol.lower()}@ticker"
         own = self.own_streams()
         return own if heartbeat in own else (*own, heartbeat)
 
     @abstractmethod
     def apply(self, payload: Payload) -> bool:
-        """Take one upstream event; True if what the panel shows changed."""
+        """Take one upstream payload; True if what the panel shows changed."""
 
     def history(self) -> History | None:
         """The REST call that fills this panel before live data arrives, if any."""
         return None
 
-    def seed(self, body: bytes) -> bool:
-        """Merge the REST history's answer; True if what is shown changed. Raises ParseError."""
+    def seed(self, body: bytes, fetched_ms: int) -> bool:
+        """Merge the REST history's answer (given at `fetched_ms`); True if what is shown
+        changed. Raises ParseError."""
         return False
 
     @property

@@ -53,8 +53,11 @@ class Quote:
         except InvalidOperation:
             return None
         diff = last - first
-        pct = (diff / first * 100) if first else Decimal(0)
-        return str(diff), str(pct.quantize(Decimal("0.01")))
+        try:
+            pct = (diff / first * 100).quantize(Decimal("0.01")) if first else Decimal(0)
+        except InvalidOperation:
+            return None  # a percentage too large to show (a price from nearly zero)
+        return str(diff), str(pct)
 
     def with_trade(self, t: Trade) -> Quote | None:
         """The quote after trade `t`, or None when `t` is not newer than what is shown."""
@@ -68,7 +71,7 @@ class Quote:
         return replace(
             self,
             trade_id=t.trade_id,
-            event_time=t.event_time,
+            event_time=max(t.event_time, self.event_time or 0),
             high=high,
             low=low,
             price=t.price,
@@ -86,7 +89,8 @@ class Quote:
             "volume": k.volume,
             "quote_volume": k.quote_volume,
             "ticker_time": k.event_time,
-            "event_time": k.event_time,
+            # Never back in time: a ticker built before the last trade we showed.
+            "event_time": max(k.event_time, self.event_time or 0),
         }
         # The ticker's own last price counts only if it is newer than the last trade we saw
         # (no trade yet, or trades missed while reconnecting).
@@ -132,8 +136,8 @@ class PricePanel(Panel):
     def history(self) -> History:
         return klines_history(self.topic.symbol, "1m")
 
-    def seed(self, body: bytes) -> bool:
-        candles = parse_klines(body, self.topic.symbol, "1m")
+    def seed(self, body: bytes, fetched_ms: int) -> bool:
+        candles = parse_klines(body, self.topic.symbol, "1m", fetched_ms)
         live = dict(self.minutes)
         # Trades seen live are newer than the REST answer for the same minute.
         merged = {c.open_time: c.close for c in candles} | live

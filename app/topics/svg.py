@@ -98,7 +98,7 @@ def chart(candles: list[Candle], slots: int, interval_ms: int, decimals: int | N
     last_y = y(float(last.close))
     price_ticks = [
         (_n(y(value)), format_price(text, decimals))
-        for value, text in _ticks(lo, hi)
+        for value, text in _ticks(lo, hi, decimals)
         if abs(y(value) - last_y) > LABEL_CLEARANCE
     ]
     every = max(1, math.ceil(slots / TIME_TICKS))
@@ -118,18 +118,21 @@ def chart(candles: list[Candle], slots: int, interval_ms: int, decimals: int | N
     )
 
 
-def _ticks(lo: float, hi: float) -> list[tuple[float, str]]:
-    """Round values between `lo` and `hi` for the price axis: steps of 1, 2 or 5 x 10^k."""
+def _ticks(lo: float, hi: float, decimals: int | None) -> list[tuple[float, str]]:
+    """Round values between `lo` and `hi` for the price axis: steps of 1, 2 or 5 x 10^k, and
+    never finer than the symbol's tick size (labels would repeat)."""
     raw = (hi - lo) / PRICE_TICKS
+    if decimals is not None:
+        raw = max(raw, 10.0**-decimals)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     places = max(0, -math.floor(math.log10(step)))
-    first = math.ceil(lo / step)
     values = []
-    k = first
+    k = math.ceil(lo / step)
     while k * step <= hi:
         value = k * step
-        values.append((value, str(Decimal(f"{value:.{places}f}"))))
+        # Fixed-point text: str() of a small Decimal would say '6.1E-7'.
+        values.append((value, format(Decimal(f"{value:.{places}f}"), "f")))
         k += 1
     return values
 

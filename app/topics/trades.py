@@ -16,7 +16,10 @@ from app.symbols import SymbolInfo
 from app.topics.key import Topic
 from app.topics.panel import History, Panel
 
+# Rows on the tape: about what a trading screen shows beside its book.
 TRADES = 30
+# How long a recent-trades answer may serve later openers: after that the stream has moved on.
+AGG_TRADES_TTL = 2.0
 
 
 class TradesPanel(Panel):
@@ -40,10 +43,10 @@ class TradesPanel(Panel):
 
     def history(self) -> History:
         return History(
-            "/api/v3/aggTrades", {"symbol": self.topic.symbol, "limit": str(TRADES)}, 2.0
+            "/api/v3/aggTrades", {"symbol": self.topic.symbol, "limit": str(TRADES)}, AGG_TRADES_TTL
         )
 
-    def seed(self, body: bytes) -> bool:
+    def seed(self, body: bytes, fetched_ms: int) -> bool:
         older = parse_agg_trades(body, self.topic.symbol)
         known = {t.agg_id for t in self.trades}
         merged = self.trades + [t for t in older if t.agg_id not in known]
