@@ -243,3 +243,16 @@ async def test_closing_the_hub_ends_every_viewer(exchange: DemoExchange) -> None
     for s in subs:
         async with asyncio.timeout(WAIT):
             assert await s.next_chunk() is None
+
+
+async def test_a_fragment_waiting_for_data_ends_when_the_server_drains(
+    exchange: DemoExchange,
+) -> None:
+    async with running_hub(exchange) as hub:
+        waiting = asyncio.create_task(hub.fragment(Topic("book", "BTCUSDT"), wait=30.0))
+        await eventually(lambda: Topic("book", "BTCUSDT") in hub.entries)
+        await asyncio.sleep(0.1)
+        hub.drain()
+        async with asyncio.timeout(2.0):  # not the 30 s it was willing to wait
+            html = await waiting
+        assert "loading" in root(html).classes
