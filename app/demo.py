@@ -575,27 +575,35 @@ class DemoExchange:
             del self._due[stream]
         books: dict[str, dict[str, Any]] = {}  # one snapshot per symbol for all its depth streams
         for stream in sorted(wanted):
-            kline, depth = _KLINE.fullmatch(stream), _DEPTH.fullmatch(stream)
-            symbol = (kline or depth or {"sym": ""})["sym"].upper()
-            if symbol not in self.market.instruments:
+            period = self._period(stream)
+            if period is None:
                 continue
-            if kline:
-                period = self.kline_interval / (2 if kline["interval"] == "1s" else 1)
-            elif depth:
-                fast = FAST_DEPTH if depth["fast"] else SLOW_DEPTH
-                period = fast if self.depth_interval is None else self.depth_interval
             due = self._due.setdefault(stream, now + period)
             if now < due:
                 continue
             # Skip rather than burst when the loop fell behind (a stall, a slow machine).
             self._due[stream] = due + period if due + period > now else now + period
-            if kline:
+            if (kline := _KLINE.fullmatch(stream)) and (
+                symbol := kline["sym"].upper()
+            ) in self.market.instruments:
                 payload = self.market.kline_payload(symbol, kline["interval"], now_ms())
                 self.publish(stream, payload)
-            elif depth:
+            elif (depth := _DEPTH.fullmatch(stream)) and (
+                symbol := depth["sym"].upper()
+            ) in self.market.instruments:
                 if symbol not in books:
                     books[symbol] = self.market.depth(symbol, 20)
                 self._publish_depth(stream, int(depth["levels"]), books[symbol])
+
+    def _period(self, stream: str) -> float | None:
+        """Seconds between updates of a kline or partial-book stream; None for other streams."""
+        if kline := _KLINE.fullmatch(stream):
+            return self.kline_interval / (2 if kline["interval"] == "1s" else 1)
+        if depth := _DEPTH.fullmatch(stream):
+            if self.depth_interval is not None:
+                return self.depth_interval
+            return FAST_DEPTH if depth["fast"] else SLOW_DEPTH
+        return None
 
     def _trade(
         self, symbol: str, price: str | None, maker: bool | None
@@ -616,7 +624,7 @@ class DemoExchange:
         close, whichever comes first: the market loop, a control or a REST request."""
         for interval, candles in self.market.instruments[symbol].candles.items():
             closed = candles.roll(now_ms())
-            if closed:
+            if closed and not self.stalled:
                 # Only the candle that was forming has subscribers waiting for its end; any
                 # others are empty candles of an idle spell and go straight into the history.
                 payload = self.market.kline_payload(symbol, interval, now_ms(), closed[0])

@@ -67,7 +67,7 @@ WEEK_OFFSET_MS = 4 * DAY_MS
 # Binance answers at most 1000 klines or aggregate trades per REST call; keep as many candles.
 MAX_CANDLES = 1000
 AGG_HISTORY = 1000  # aggregate trades synthesised per symbol, before the live ones
-MAX_AGG_TRADES = 5000  # kept for `fromId` queries; older ones are forgotten
+MAX_AGG_TRADES = 2000  # kept for `fromId` and time queries; older ones are forgotten
 # Binance opened in July 2017: synthesised candles reach no further back (2017-07-14 02:40 UTC).
 LISTED_MS = 1_500_000_000_000
 DAILY_SIGMA = 0.03  # volatility of synthesised history, about what large pairs show in a day
@@ -100,7 +100,7 @@ def _month_start(year: int, month: int) -> int:
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp()) * 1000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AggTrade:
     """One aggregate trade: fills of one taker order at one price (trade ids `first`..`last`)."""
 
@@ -258,8 +258,10 @@ class Instrument:
     last_maker: bool = False
     trade_time: int = 0
     window_start: int = field(default_factory=lambda: now_ms() - DAY_MS)
-    # Both start empty and are synthesised on first use (`Market.agg_history`, `Market.candles`).
+    # Live aggregate trades, and older ones synthesised on first use (`Market.agg_history`).
     agg_trades: deque[AggTrade] = field(default_factory=lambda: deque(maxlen=MAX_AGG_TRADES))
+    agg_history_made: bool = False
+    # Candles by interval, each series made on first use (`Market.candles`).
     candles: dict[str, Candles] = field(default_factory=dict)
 
 
@@ -312,7 +314,6 @@ class Market:
         (callers close candles whose time has passed first: `Candles.roll`).
         """
         inst = self.instruments[symbol]
-        self.agg_history(symbol)  # synthesised before the ids move on, so the ids meet
         sigma = max(inst.tick * 2, inst.price * Decimal("0.00015"))
         step = Decimal(str(self.rng.gauss(0, 1))) * sigma
         inst.price = self._round(inst.price + step, inst.tick)
@@ -347,32 +348,36 @@ class Market:
     # -- history: aggregate trades and candles, synthesised on first use ------------------------
 
     def agg_history(self, symbol: str) -> deque[AggTrade]:
-        """`symbol`'s recent aggregate trades, oldest first, the newest being the last trade."""
+        """`symbol`'s recent aggregate trades, oldest first, the newest being the last trade.
+
+        The live trades are recorded as they happen; the older history is synthesised on first
+        call, ending just before the oldest recorded one, so ids and times run on without a gap.
+        """
         inst = self.instruments[symbol]
-        if not inst.agg_trades:
-            rng = self._history_rng(symbol, "aggTrades")
-            price, when, first = inst.price, now_ms() - 1, inst.trade_id + 1
-            made: list[AggTrade] = []
-            for agg_id in range(inst.agg_id, inst.agg_id - AGG_HISTORY, -1):
-                fills = 1 if rng.random() < 0.7 else rng.randint(2, 5)
-                qty = Decimal(str(rng.expovariate(1.0))) * Decimal(500 * fills) / price
-                maker = rng.random() < 0.5
-                made.append(
-                    AggTrade(
-                        agg_id,
-                        price,
-                        self._round(qty, inst.step),
-                        first - fills,
-                        first - 1,
-                        when,
-                        maker,
-                    )
-                )
-                first -= fills
-                when -= int(rng.expovariate(1 / 400))
-                sigma = max(inst.tick * 2, price * Decimal("0.00015"))
-                price = self._round(price - Decimal(str(rng.gauss(0, 1))) * sigma, inst.tick)
-            inst.agg_trades.extend(reversed(made))
+        if inst.agg_history_made:
+            return inst.agg_trades
+        inst.agg_history_made = True
+        rng = self._history_rng(symbol, "aggTrades")
+        if inst.agg_trades:
+            oldest = inst.agg_trades[0]
+            newest_id, first, price = oldest.id - 1, oldest.first, oldest.price
+            when = oldest.time - int(rng.expovariate(1 / 400))
+        else:
+            newest_id, first, price = inst.agg_id, inst.trade_id + 1, inst.price
+            when = now_ms() - 1
+        room = (inst.agg_trades.maxlen or 0) - len(inst.agg_trades)
+        # The walk counts whole ticks and lot steps as ints, to keep the event loop free.
+        ticks, step = max(1, round(price / inst.tick)), float(inst.step)
+        for agg_id in range(newest_id, newest_id - min(AGG_HISTORY, room), -1):
+            fills = 1 if rng.random() < 0.7 else rng.randint(2, 5)
+            lots = max(1, round(rng.expovariate(1.0) * 500 * fills / (float(price) * step)))
+            maker = rng.random() < 0.5
+            agg = AggTrade(agg_id, price, lots * inst.step, first - fills, first - 1, when, maker)
+            inst.agg_trades.appendleft(agg)
+            first -= fills
+            when -= int(rng.expovariate(1 / 400))
+            ticks = max(1, ticks - round(rng.gauss(0, 1) * max(2.0, ticks * 0.00015)))
+            price = ticks * inst.tick
         return inst.agg_trades
 
     def agg_trades(
@@ -434,21 +439,25 @@ class Market:
     ) -> Candle:
         """One candle of the backward walk, `days` long so far, closing at `close`, its last trade
         `last_id`; price moves and volume grow with its length, as they do on the exchange."""
-        tick, sigma = inst.tick, DAILY_SIGMA * math.sqrt(days)
+        # Prices in whole ticks and volumes in whole lot steps, counted as ints and floats: a
+        # thousand candles then take milliseconds on the event loop the demo shares with the app.
+        tick, tick_value, sigma = inst.tick, float(inst.tick), DAILY_SIGMA * math.sqrt(days)
         candle = Candle.empty(interval, open_time, close)
-        candle.open = self._round(close * _dec(math.exp(rng.gauss(0, sigma))), tick)
+        opened = max(1, round(float(close) * math.exp(rng.gauss(0, sigma)) / tick_value))
+        candle.open = opened * tick
         body_high, body_low = max(candle.open, close), min(candle.open, close)
-        wick_up = _dec(1 + abs(rng.gauss(0, sigma / 2)))
-        wick_down = _dec(max(0.5, 1 - abs(rng.gauss(0, sigma / 2))))
-        candle.high = max(body_high, self._round(body_high * wick_up, tick))
-        candle.low = min(body_low, self._round(body_low * wick_down, tick))
+        wick_up = 1 + abs(rng.gauss(0, sigma / 2))
+        wick_down = max(0.5, 1 - abs(rng.gauss(0, sigma / 2)))
+        candle.high = max(body_high, round(float(body_high) * wick_up / tick_value) * tick)
+        candle.low = min(body_low, max(1, round(float(body_low) * wick_down / tick_value)) * tick)
         average = (candle.open + candle.high + candle.low + close) / 4
         notional = float(inst.quote_volume) * days * rng.lognormvariate(0, 0.6)
         trades = min(last_id, round(notional / rng.uniform(150, 600)))
-        volume = self._floor(_dec(notional) / average, inst.step)
-        if volume and trades > 0:
-            candle.volume, candle.quote_volume = volume, volume * average
-            candle.taker_volume = self._floor(volume * _dec(rng.uniform(0.3, 0.7)), inst.step)
+        lots = int(notional / (float(average) * float(inst.step)))
+        if lots > 0 and trades > 0:
+            taker_lots = int(lots * rng.uniform(0.3, 0.7))
+            candle.volume, candle.taker_volume = lots * inst.step, taker_lots * inst.step
+            candle.quote_volume = candle.volume * average
             candle.taker_quote_volume = candle.taker_volume * average
             candle.trades, candle.first_id, candle.last_id = trades, last_id - trades + 1, last_id
         return candle
@@ -491,14 +500,17 @@ class Market:
     def _book_side(
         self, inst: Instrument, best: Decimal, direction: int, levels: int
     ) -> list[list[str]]:
+        # Whole ticks and lot steps counted as ints: a 5000-level snapshot stays quick, and the
+        # demo shares its event loop with the app.
         side: list[list[str]] = []
-        price = best
-        while len(side) < levels and price >= inst.tick:
+        ticks = math.floor(best / inst.tick) if direction < 0 else math.ceil(best / inst.tick)
+        lot_value = float(inst.price * inst.step)  # quote value of one lot step
+        while len(side) < levels and ticks >= 1:
             # Deeper levels hold more, as real books do.
             notional = self.rng.expovariate(1.0) * 2000 * (1 + len(side) / 4)
-            qty = self._round(_dec(notional) / inst.price, inst.step)
-            side.append([_fmt(price), _fmt(qty)])
-            price += direction * inst.tick * (1 + int(self.rng.expovariate(1.5)))
+            lots = max(1, round(notional / lot_value))
+            side.append([_fmt(ticks * inst.tick), _fmt(lots * inst.step)])
+            ticks += direction * (1 + int(self.rng.expovariate(1.5)))
         return side
 
     # -- payloads, field for field as Binance sends them ------------------------------------------
@@ -522,7 +534,8 @@ class Market:
         self, inst: Instrument, event_time: int, maker: bool | None = None
     ) -> dict[str, Any]:
         """The stream form of the newest aggregate trade."""
-        fields = self.agg_history(inst.symbol)[-1].fields()
+        newest = inst.agg_trades[-1] if inst.agg_trades else self.agg_history(inst.symbol)[-1]
+        fields = newest.fields()
         if maker is not None:
             fields["m"] = maker
         return {"e": "aggTrade", "E": event_time, "s": inst.symbol, **fields}
