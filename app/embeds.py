@@ -24,7 +24,15 @@ THEMES = ("auto", "light", "dark")
 VIEWS = ("full", "compact", "chart", "book", "trades")
 MAX_LINK_LENGTH = 2000
 # Rough heights of one row of each view, for the iframe snippet's suggested height (px).
-ROW_HEIGHT = {"full": 170, "compact": 84, "chart": 420, "book": 600, "trades": 700}
+ROW_HEIGHT = {"full": 170, "compact": 84, "chart": 420, "book": 880, "trades": 660}
+# What the iframe snippet's title says, for screen readers.
+VIEW_TITLES = {
+    "full": "price",
+    "compact": "price",
+    "chart": "chart",
+    "book": "order book",
+    "trades": "trades",
+}
 # Price cards sit side by side; a market panel takes the whole width.
 PER_ROW = {"full": 3, "compact": 3, "chart": 1, "book": 1, "trades": 1}
 
@@ -65,10 +73,11 @@ class EmbedOptions:
         view = params.get("view", "full") or "full"
         if view not in VIEWS:
             raise EmbedError(f"view {view[:20]!r} is not one of {', '.join(VIEWS)}")
-        interval = params.get("interval") or DEFAULT_INTERVAL
-        if interval != DEFAULT_INTERVAL and view != "chart":
-            raise EmbedError("interval is for view=chart only")
-        interval = check_interval(interval)
+        # Checked whatever the view (a typo deserves a 400), used by the chart alone: the
+        # builder's form sends its interval with every view.
+        interval = check_interval(params.get("interval") or DEFAULT_INTERVAL)
+        if view != "chart":
+            interval = DEFAULT_INTERVAL
         link = (params.get("link") or "").strip()
         if link:
             parts = urlsplit(link)
@@ -149,6 +158,7 @@ async def builder(request: Request) -> Response:
         preview_src=embed_path(symbols, options.query()),
         iframe_src=base + embed_path(symbols, options.query()),
         iframe_height=height,
+        view_title=VIEW_TITLES[options.view],
         sse_url=sse_url(topics, base),
         static_base=static_url("", base),
     )
