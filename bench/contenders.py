@@ -1,11 +1,13 @@
 """The two comparison servers, run as `python -m bench.contenders floor|common --port P ...`.
 
 - floor: a bare ASGI callable with no framework in between. It receives the same upstream,
-  renders each update once (with pricestream's own parser and template), and hands the same SSE
-  bytes to every viewer: a latest-value slot per symbol and a wake-up flag per viewer, one send
-  per wake-up. It is what this design costs with nothing else on top.
+  renders each update once (with pricestream's own parser, price panel, template and template
+  arguments), and hands the same SSE bytes to every viewer: a latest-value slot per symbol and a
+  wake-up flag per viewer, one send per wake-up. It is what this design costs with nothing else
+  on top.
 - common: what people usually write. Starlette + sse-starlette, an unbounded asyncio.Queue per
-  viewer, and a template render per viewer per update.
+  viewer, and a template render per viewer per update (the panel's template arguments are worked
+  out once per update, so every viewer's bytes are the same as pricestream's).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import uvicorn
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -25,56 +27,79 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
 
-from app.binance import stream_url, streams_for
+from app.binance import stream_url
 from app.config import Settings
-from app.market import Frame, Quote, Trade, parse
+from app.market import Message, ParseError, parse
 from app.render import Renderer, sse_event
+from app.rest import Rest
 from app.simulation import MARKET
 from app.symbols import SymbolDirectory
+from app.topics.key import Topic
+from app.topics.price import PricePanel
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
 
 
 class Market:
-    """The upstream feed and the rendering both contenders share with pricestream."""
+    """The upstream feed, the price panels and the rendering both contenders share with
+    pricestream: the same parser, panels, template and template arguments as the hub's."""
 
     def __init__(self, upstream: str, rest: str, symbols: list[str]) -> None:
-        self.upstream, self.rest, self.symbols = upstream, rest, symbols
+        self.upstream, self.symbols = upstream, symbols
+        self.settings = Settings(upstream=upstream, rest=rest)
         self.renderer = Renderer()
-        self.directory = SymbolDirectory(Settings(rest=rest))
-        self.quotes = {s: Quote(s) for s in symbols}
+        self.directory = SymbolDirectory(self.settings)
+        self.panels: dict[str, PricePanel] = {}  # by stream
 
     async def load(self) -> None:
-        async with httpx.AsyncClient() as client:
-            await self.directory.refresh(client)
+        """The symbol list, then a panel per symbol, seeded from REST as the hub seeds it (the
+        card's sparkline), so the fragments are the hub's, byte for byte in shape."""
+        async with Rest(self.settings) as rest:
+            await self.directory.refresh(rest)
+            for symbol in self.symbols:
+                panel = PricePanel(Topic("price", symbol), self.directory.info(symbol))
+                history = panel.history()
+                fetched_ms = time.time_ns() // 1_000_000
+                panel.seed(await rest.get(history.path, history.params), fetched_ms)
+                for stream in panel.streams():
+                    self.panels[stream] = panel
 
-    def render(self, quote: Quote) -> str:
-        info = self.directory.info(quote.symbol)
-        return self.renderer.fragment(
-            "quote",
-            quote=quote,
-            stale=False,
-            demo=False,
-            decimals=info.decimals if info else None,
-            quote_asset=info.quote if info else "",
-        )
+    def arguments(self, panel: PricePanel) -> dict[str, Any]:
+        """What app/hub.py `_render` passes the template, for a live (never stale) panel whose
+        history was had."""
+        info = panel.info
+        return {
+            "topic": panel.topic,
+            "stale": False,
+            "has_data": panel.has_data,
+            "demo": False,
+            "event_time": panel.event_time,
+            "error": None,
+            "decimals": info.decimals if info else None,
+            "quote_asset": info.quote if info else "",
+            "base_asset": info.base if info else "",
+            **panel.context(),
+        }
 
-    async def frames(self) -> AsyncIterator[Frame]:
-        names = [n for s in self.symbols for n in streams_for(s)]
+    def render(self, panel: PricePanel, arguments: dict[str, Any]) -> str:
+        return self.renderer.fragment(panel.template, **arguments)
+
+    async def changes(self) -> AsyncIterator[PricePanel]:
+        """Each panel that an upstream message changed, as it changes."""
+        names = list(dict.fromkeys(self.panels))
         async with connect(
             stream_url(self.upstream) + "?streams=" + "/".join(names), max_queue=None
         ) as ws:
             async for raw in ws:
-                item = parse(raw)
-                if isinstance(item, Frame) and isinstance(item.event, Trade):
-                    yield item
-
-    def apply(self, frame: Frame) -> Quote | None:
-        assert isinstance(frame.event, Trade)
-        quote = self.quotes[frame.event.symbol].with_trade(frame.event)
-        if quote is not None:
-            self.quotes[quote.symbol] = quote
-        return quote
+                try:
+                    message = parse(raw)
+                except ParseError:
+                    continue
+                if not isinstance(message, Message):
+                    continue
+                panel = self.panels.get(message.stream or "")
+                if panel is not None and panel.apply(message.payload):
+                    yield panel
 
 
 class _Viewer:
@@ -117,12 +142,10 @@ class Floor:
                 return
 
     async def feed(self) -> None:
-        async for frame in self.market.frames():
-            quote = self.market.apply(frame)
-            if quote is None:
-                continue
-            name = f"price-{quote.symbol}"
-            data = sse_event(name, self.market.render(quote))
+        market = self.market
+        async for panel in market.changes():
+            name = panel.topic.event
+            data = sse_event(name, market.render(panel, market.arguments(panel)))
             for v in self.viewers:
                 v.pending[name] = data
                 v.wake.set()
@@ -156,23 +179,25 @@ class Floor:
 
 def common_app(market: Market) -> Starlette:
     """Starlette + sse-starlette, a queue per viewer, a render per viewer per update."""
-    queues: set[asyncio.Queue[Quote]] = set()
+    # What each viewer's queue holds: the panel and its template arguments at that update.
+    queues: set[asyncio.Queue[tuple[PricePanel, dict[str, Any]]]] = set()
 
     async def feed() -> None:
-        async for frame in market.frames():
-            quote = market.apply(frame)
-            if quote is not None:
-                for q in queues:
-                    q.put_nowait(quote)
+        async for panel in market.changes():
+            arguments = market.arguments(panel)
+            for q in queues:
+                q.put_nowait((panel, arguments))
 
     async def sse(request: Request) -> EventSourceResponse:
         async def events() -> AsyncIterator[ServerSentEvent]:
-            q: asyncio.Queue[Quote] = asyncio.Queue()
+            q: asyncio.Queue[tuple[PricePanel, dict[str, Any]]] = asyncio.Queue()
             queues.add(q)
             try:
                 while True:
-                    quote = await q.get()
-                    yield ServerSentEvent(data=market.render(quote), event=f"price-{quote.symbol}")
+                    panel, arguments = await q.get()
+                    yield ServerSentEvent(
+                        data=market.render(panel, arguments), event=panel.topic.event
+                    )
             finally:
                 queues.discard(q)
 

@@ -1,9 +1,20 @@
 """Load generator: holds N SSE viewers on one URL and measures what they receive.
 
-Run as `python -m bench.load --port P --path /sse?symbols=... --viewers N --seconds D`. It
-connects every viewer, prints `ready <seconds to connect>`, waits for a line on stdin, measures
-for D seconds, then writes a JSON report to --out: events, latency histograms, viewers dropped,
-its own CPU.
+Run as `python -m bench.load --port P --path /sse?topics=... --viewers N --seconds D`. It
+connects every viewer, prints `ready <seconds to connect> <viewers without data>`, waits for a
+line on stdin, measures for D seconds, then writes a JSON report to --out: timed events, bytes,
+latency histograms, viewers dropped, its own CPU.
+An event's latency is its arrival time minus the `data-event-time` of the fragment's root element;
+events whose root carries none (status, "loading") are not timed. Bytes are everything read from
+the socket (HTTP chunk framing included). Two ways of reading, whatever the event names:
+
+- by default, the cheapest that is exact for price cards, whose root holds the fragment's only
+  `data-event-time`: every such attribute is one timed event. The fan-out scenarios need this:
+  at a million events a second the generator must stay far from its own limit.
+- with `--kinds`, each event is parsed out by name (`price-BTCUSDT`, `book-BTCUSDT`, `status`):
+  the root element's event time only, and events, bytes and latency per kind of event (`price`,
+  `book`, ...). About twice the cost per event; the market scenario sends few, large events.
+
 Viewers are plain asyncio protocols (no HTTP client library), so one process can hold thousands
 and count hundreds of thousands of events a second; the JSON says how busy it was, so a run can
 tell when the load generator, not the server, was the limit.
@@ -22,29 +33,56 @@ from collections.abc import Callable
 from pathlib import Path
 
 EVENT_TIME = re.compile(rb'data-event-time="(\d+)"')
+# One event's start: its name, then its data line up to the end of the root element's opening tag
+# (fragments are one line, and autoescape keeps `>` out of attribute values), with the root's
+# event time if it has one. A match needs the whole opening tag, so one cut by a packet boundary
+# waits for the next read.
+EVENT = re.compile(
+    rb'\nevent: ([^\r\n]*)\r\ndata: (?:<[^>\r\n]*?data-event-time="(\d+)")?[^>\r\n]*[>\r]'
+)
+# Longest event start kept for the next read: a name and a root tag, with room to spare.
+TAIL = 1024
 # Latency buckets of 0.1 ms up to 60 s: fine enough for p50 at 1 ms, and histograms from several
 # processes add up. A flat list, because counting must cost next to nothing per event.
 BUCKETS_PER_MS = 10
 LAST_BUCKET = 60_000 * BUCKETS_PER_MS
 # Latencies recorded per read of a socket, however many events it brought.
 SAMPLES = 4
-# How long the viewers may take to connect and see a first price before they count as failed.
+# How long the viewers may take to connect and see a first timed event before they count as
+# failed.
 CONNECT_TIMEOUT = 60.0
+
+
+def kind(name: bytes) -> str:
+    """`price-BTCUSDT` -> `price`, `chart-BTCUSDT-1m` -> `chart`: per-kind totals over symbols."""
+    return name.split(b"-", 1)[0].decode("ascii", "replace")
 
 
 class Stats:
     def __init__(self) -> None:
         self.measuring = False
-        self.events = 0
+        self.events = 0  # timed events: those whose fragment carries a data-event-time
+        self.bytes = 0
+        self.kinds: dict[bytes, list[int]] = {}  # event name -> [events, bytes]
         self.weighted = [0.0] * (LAST_BUCKET + 1)
         # The second half of the window alone: latency that grows with time shows up here.
         self.late = [0.0] * (LAST_BUCKET + 1)
         self.midpoint = float("inf")
         self.dropped = 0
+        # Latency per kind of event, sparse (bucket -> weight), found by event name.
+        self.kind_latency: dict[str, dict[int, float]] = {}
+        self.latency_of: dict[bytes, dict[int, float]] = {}
+
+    def latency(self, name: bytes) -> dict[int, float]:
+        histogram = self.latency_of.get(name)
+        if histogram is None:
+            histogram = self.kind_latency.setdefault(kind(name), {})
+            self.latency_of[name] = histogram
+        return histogram
 
 
 class Viewer(asyncio.Protocol):
-    """One SSE connection; counts `data-event-time` attributes as they arrive."""
+    """One SSE connection; counts timed events, bytes and latency as they arrive."""
 
     def __init__(self, request: bytes, stats: Stats, first: asyncio.Future[None]) -> None:
         self.request, self.stats, self.first = request, stats, first
@@ -54,38 +92,92 @@ class Viewer(asyncio.Protocol):
         transport.write(self.request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
+        stats = self.stats
         buf = self.tail + data
         times = EVENT_TIME.findall(buf)
+        if stats.measuring:
+            stats.bytes += len(data)
         if times:
-            stats = self.stats
             if stats.measuring:
-                now = time.time() * 1000 * BUCKETS_PER_MS
-                count = len(times)
-                stats.events += count
-                # At most SAMPLES latencies per read, each standing for its share of the events:
-                # a big batch costs the generator no more than a small one.
-                step = max(1, count // SAMPLES)
-                weight = count / len(times[::step])
-                late = time.monotonic() >= stats.midpoint
-                for t in times[::step]:
-                    bucket = min(LAST_BUCKET, max(0, int(now - int(t) * BUCKETS_PER_MS)))
-                    stats.weighted[bucket] += weight
-                    if late:
-                        stats.late[bucket] += weight
+                self.record(times)
             if not self.first.done():
                 self.first.set_result(None)
             # Drop what was counted; keep what might be a match cut by the packet boundary.
             buf = buf[buf.rfind(b'data-event-time="') + 17 :]
         self.tail = buf[-64:]
 
+    def record(self, times: list[bytes], names: list[bytes] | None = None) -> None:
+        """Count timed events, and the latency of a few (per kind too, given each event's name:
+        `times[i]` is event `names[i]`'s)."""
+        stats = self.stats
+        now = time.time() * 1000 * BUCKETS_PER_MS
+        count = len(times)
+        stats.events += count
+        # At most SAMPLES latencies per read, each standing for its share of the events: a big
+        # batch costs the generator no more than a small one.
+        step = max(1, count // SAMPLES)
+        weight = count / len(range(0, count, step))
+        late = time.monotonic() >= stats.midpoint
+        for i in range(0, count, step):
+            bucket = min(LAST_BUCKET, max(0, int(now - int(times[i]) * BUCKETS_PER_MS)))
+            stats.weighted[bucket] += weight
+            if late:
+                stats.late[bucket] += weight
+            if names is not None:
+                histogram = stats.latency(names[i])
+                histogram[bucket] = histogram.get(bucket, 0.0) + weight
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.stats.measuring:
             self.stats.dropped += 1
         if not self.first.done():
-            self.first.set_exception(ConnectionError("closed before the first price"))
+            self.first.set_exception(ConnectionError("closed before the first timed event"))
 
 
-async def run(port: int, path: str, viewers: int, seconds: float) -> dict[str, object]:
+class KindViewer(Viewer):
+    """A viewer that parses each event out by name: the root's event time only, and events,
+    bytes and latency per kind of event."""
+
+    def __init__(self, request: bytes, stats: Stats, first: asyncio.Future[None]) -> None:
+        super().__init__(request, stats, first)
+        self.offset = 0  # stream position of the tail's first byte
+        self.current = b""  # the event being received, and where in the stream it started
+        self.started = 0
+
+    def data_received(self, data: bytes) -> None:
+        stats = self.stats
+        buf = self.tail + data
+        measuring = stats.measuring
+        if measuring:
+            stats.bytes += len(data)
+        cut = 0
+        times: list[bytes] = []
+        names: list[bytes] = []
+        for m in EVENT.finditer(buf):
+            name, event_time = m.groups()
+            start = self.offset + m.start()
+            if measuring:
+                # The previous event ends where this one starts.
+                counts = stats.kinds.setdefault(self.current, [0, 0])
+                counts[0] += 1
+                counts[1] += start - self.started
+            if event_time is not None:
+                times.append(event_time)
+                names.append(name)
+            self.current, self.started = name, start
+            cut = m.end()
+        if times:
+            if measuring:
+                self.record(times, names)
+            if not self.first.done():
+                self.first.set_result(None)
+        # Drop what was counted; keep what might be an event start cut by the packet boundary.
+        keep = min(len(buf) - cut, TAIL)
+        self.offset += len(buf) - keep
+        self.tail = buf[len(buf) - keep :]
+
+
+async def run(port: int, path: str, viewers: int, seconds: float, kinds: bool) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     stats = Stats()
     request = (
@@ -97,7 +189,9 @@ async def run(port: int, path: str, viewers: int, seconds: float) -> dict[str, o
     for i in range(viewers):
         first: asyncio.Future[None] = loop.create_future()
         transport, _ = await loop.create_connection(
-            functools.partial(Viewer, request, stats, first), "127.0.0.1", port
+            functools.partial(KindViewer if kinds else Viewer, request, stats, first),
+            "127.0.0.1",
+            port,
         )
         transports.append(transport)
         firsts.append(first)
@@ -105,6 +199,8 @@ async def run(port: int, path: str, viewers: int, seconds: float) -> dict[str, o
             await asyncio.sleep(0)  # let the first ones read while the rest connect
     await asyncio.wait(firsts, timeout=CONNECT_TIMEOUT)
     failed = sum(not f.done() or f.exception() is not None for f in firsts)
+    for f in firsts:
+        f.cancel()  # a viewer that closes later has nobody left to tell
     connect_seconds = time.monotonic() - started
     print(f"ready {connect_seconds:.3f} {failed}", flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
@@ -121,12 +217,31 @@ async def run(port: int, path: str, viewers: int, seconds: float) -> dict[str, o
         "failed": failed,
         "connect_seconds": connect_seconds,
         "events": stats.events,
+        "bytes": stats.bytes,
+        # Per kind of event, summed over symbols: [events, bytes]. An event's count and bytes
+        # are booked when the next one starts, so the window's edges shift them by one event.
+        "kinds": _by_kind(stats.kinds),
         "seconds": wall,
         "dropped": stats.dropped,
         "cpu_percent": 100 * cpu / wall,
         "histogram": {str(k): round(v) for k, v in enumerate(stats.weighted) if v},
         "late_histogram": {str(k): round(v) for k, v in enumerate(stats.late) if v},
+        "kind_histograms": {
+            name: {str(k): round(v) for k, v in sorted(h.items()) if round(v)}
+            for name, h in stats.kind_latency.items()
+        },
     }
+
+
+def _by_kind(names: dict[bytes, list[int]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for name, (events, size) in names.items():
+        if not name:
+            continue  # the HTTP response head, before the first event
+        total = out.setdefault(kind(name), [0, 0])
+        total[0] += events
+        total[1] += size
+    return out
 
 
 def main() -> None:
@@ -136,6 +251,9 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--out", type=Path, required=True, help="where the JSON report goes")
+    parser.add_argument(
+        "--kinds", action="store_true", help="parse each event: totals per kind of event"
+    )
     args = parser.parse_args()
     factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
@@ -145,7 +263,7 @@ def main() -> None:
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=factory) as runner:
-        result = runner.run(run(args.port, args.path, args.viewers, args.seconds))
+        result = runner.run(run(args.port, args.path, args.viewers, args.seconds, args.kinds))
     # A file, not stdout: a report of 100 KB through a pipe was seen cut short.
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))

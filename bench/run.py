@@ -1,14 +1,25 @@
 """The fan-out benchmark: pricestream against the floor and the common approach, same run.
 
-    python -m bench.run                      # every scenario, about six minutes
-    python -m bench.run --scenarios 100x100 1000x1000 --seconds 10
+    python -m bench.run                      # every scenario, about fifteen minutes
+    python -m bench.run --scenarios 100x100 1000x1000 market1000 --seconds 10
 
-For each scenario (N viewers, R updates a second over K symbols) and each contender, it starts
-a fresh upstream (bench/feed.py) and server, connects N viewers from load processes
-(bench/load.py), measures for a window, and reads the server's CPU time and RSS from /proc.
-The server is pinned to CPU 0 and everything else to the other CPUs, so the server has one core
-and the load generators are not starved by it. Only ratios within one run mean anything on a
-shared machine; the results go to stdout as Markdown and to bench/results/ as JSON.
+Two kinds of scenario:
+
+- `NxR` (fan-out): N viewers of /sse?symbols= with K symbols each, R trades a second over them.
+  pricestream runs with `--render-interval 0`, so it renders every update once, as the floor
+  does: the comparison is the cost of fan-out.
+- `marketN`: N viewers of one symbol's market page, /sse?topics=price,chart,book,trades of
+  BTCUSDT, under a busy upstream (`MARKET_RATE` trades a second, the book ten times a second,
+  the 1m candle every 2 s, the ticker every second). pricestream runs with its default render
+  interval, as shipped. Only pricestream runs it: the floor and the common contender know
+  price cards only.
+
+For each scenario and each contender, it starts a fresh upstream (bench/feed.py) and server,
+connects N viewers from load processes (bench/load.py), measures for a window, and reads the
+server's CPU time and RSS from /proc. The server is pinned to CPU 0 and everything else to the
+other CPUs, so the server has one core and the load generators are not starved by it. Only
+ratios within one run mean anything on a shared machine; the results go to stdout as Markdown
+and to bench/results/ as JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +46,44 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # One load process per this many viewers: enough processes that none of them is saturated.
 VIEWERS_PER_LOAD = 2500
 CONTENDERS = ("pricestream", "floor", "common")
-SCENARIOS = ("100x100", "100x1000", "1000x100", "1000x1000", "5000x10")
+SCENARIOS = ("100x100", "100x1000", "1000x100", "1000x1000", "5000x10", "market1000")
+# The market scenario's trades a second on its one symbol: a busy hour on BTCUSDT.
+MARKET_RATE = 200
+MARKET_SYMBOL = "BTCUSDT"
+MARKET_TOPICS = (
+    f"price:{MARKET_SYMBOL}",
+    f"chart:{MARKET_SYMBOL}:1m",
+    f"book:{MARKET_SYMBOL}",
+    f"trades:{MARKET_SYMBOL}",
+)
+# Contenders that can serve the market scenario (the others know price cards only).
+MARKET_CONTENDERS = ("pricestream",)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What one measurement runs: a fan-out `NxR` or a market page `marketN`."""
+
+    name: str
+    viewers: int
+    rate: int
+    symbols: int
+
+    @property
+    def market(self) -> bool:
+        return self.name.startswith("market")
+
+    @classmethod
+    def parse(cls, name: str, symbols: int) -> Scenario:
+        if name.startswith("market"):
+            return cls(name, int(name.removeprefix("market")), MARKET_RATE, 1)
+        n, r = (int(x) for x in name.split("x"))
+        return cls(name, n, r, symbols)
+
+    def path(self) -> str:
+        if self.market:
+            return "/sse?topics=" + ",".join(MARKET_TOPICS)
+        return "/sse?symbols=" + ",".join(m[0] for m in MARKET[: self.symbols])
 
 
 @dataclass
@@ -57,6 +105,21 @@ class Result:
     failed: int
     dropped: int
     load_cpu: float
+    # Added with the market scenario; results saved before it lack them.
+    scenario: str = ""
+    bytes_per_viewer_s: float = float("nan")
+    # Per kind of event (price, book, trades, chart, status): [events/s, bytes/s] per viewer.
+    kinds: dict[str, list[float]] = field(default_factory=dict)
+    # Per kind of event: [p50, p99] latency in ms.
+    kind_latency: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return self.scenario or f"{self.viewers}x{self.rate}"
+
+    @property
+    def cpu_per_event_us(self) -> float:
+        return self.server_cpu / 100 / self.delivered * 1e6 if self.delivered else float("nan")
 
 
 def free_port() -> int:
@@ -110,16 +173,26 @@ def percentile(histogram: dict[int, int], q: float) -> float:
 
 def measure(
     contender: str,
-    viewers: int,
-    rate: int,
-    symbols: int,
+    scenario: Scenario,
     seconds: float,
     others: set[int],
     profile: Path | None = None,
 ) -> Result:
     python = sys.executable
+    viewers, rate = scenario.viewers, scenario.rate
+    mode = "market" if scenario.market else "fanout"
     feed = subprocess.Popen(
-        [python, "-m", "bench.feed", "--rate", str(rate), "--symbols", str(symbols)],
+        [
+            python,
+            "-m",
+            "bench.feed",
+            "--mode",
+            mode,
+            "--rate",
+            str(rate),
+            "--symbols",
+            str(scenario.symbols),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=pin(others),
@@ -131,7 +204,6 @@ def measure(
         assert feed.stdout is not None
         upstream, rest = feed.stdout.readline().split()
         port = free_port()
-        names = ",".join(m[0] for m in MARKET[:symbols])
         if contender == "pricestream":
             cmd = [
                 python,
@@ -149,9 +221,15 @@ def measure(
                 "100000",
                 "--max-viewers",
                 "100000",
+                # The fan-out feed sends no tickers (every update is a counted trade), and a
+                # run with thousands of viewers lasts minutes: no topic may turn stale, and no
+                # ticker stream be resubscribed as stuck, in the middle of one.
                 "--stall-timeout",
-                "60",
+                "600",
             ]
+            if not scenario.market:
+                # Every update rendered once, as the floor does: fan-out against fan-out.
+                cmd += ["--render-interval", "0"]
         else:
             cmd = [
                 python,
@@ -165,7 +243,7 @@ def measure(
                 "--rest",
                 rest,
                 "--symbols",
-                str(symbols),
+                str(scenario.symbols),
             ]
         server = subprocess.Popen(cmd, preexec_fn=pin({0}), cwd=ROOT)
         procs.append(server)
@@ -186,13 +264,14 @@ def measure(
                         "--port",
                         str(port),
                         "--path",
-                        f"/sse?symbols={names}",
+                        scenario.path(),
                         "--viewers",
                         str(n),
                         "--seconds",
                         str(seconds),
                         "--out",
                         str(reports_dir / f"load-{len(loads)}.json"),
+                        *(["--kinds"] if scenario.market else []),
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -224,7 +303,7 @@ def measure(
                         "raw",
                         "--nonblocking",
                         "-o",
-                        str(profile / f"{contender}-{viewers}x{rate}.txt"),
+                        str(profile / f"{contender}-{scenario.name}.txt"),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -239,7 +318,7 @@ def measure(
         for i, p in enumerate(loads):
             p.communicate(timeout=seconds + 120)
             if p.returncode != 0:
-                raise RuntimeError(f"a load process for {contender} {viewers}x{rate} failed")
+                raise RuntimeError(f"a load process for {contender} {scenario.name} failed")
             reports.append(json.loads((reports_dir / f"load-{i}.json").read_text()))
         cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
         rss = rss_bytes(server.pid)
@@ -260,6 +339,18 @@ def measure(
             late[int(k)] = late.get(int(k), 0) + v
     window = max(r["seconds"] for r in reports)
     events = sum(r["events"] for r in reports)
+    kinds: dict[str, list[float]] = {}
+    for r in reports:
+        for name, (count, size) in r["kinds"].items():
+            total = kinds.setdefault(name, [0.0, 0.0])
+            total[0] += count / window / viewers
+            total[1] += size / window / viewers
+    by_kind: dict[str, dict[int, int]] = {}
+    for r in reports:
+        for name, h in r["kind_histograms"].items():
+            merged = by_kind.setdefault(name, {})
+            for k, v in h.items():
+                merged[int(k)] = merged.get(int(k), 0) + v
     return Result(
         contender=contender,
         viewers=viewers,
@@ -278,6 +369,12 @@ def measure(
         failed=failed,
         dropped=sum(r["dropped"] for r in reports),
         load_cpu=max(r["cpu_percent"] for r in reports),
+        scenario=scenario.name,
+        bytes_per_viewer_s=sum(r["bytes"] for r in reports) / window / viewers,
+        kinds=dict(sorted(kinds.items())),
+        kind_latency={
+            name: [percentile(h, 0.5), percentile(h, 0.99)] for name, h in sorted(by_kind.items())
+        },
     )
 
 
@@ -286,39 +383,91 @@ def median_of(results: list[Result]) -> Result:
     values: dict[str, Any] = {}
     for name, first in results[0].__dict__.items():
         column = [getattr(x, name) for x in results]
-        values[name] = statistics.median(column) if isinstance(first, int | float) else first
+        if isinstance(first, int | float):
+            values[name] = statistics.median(column)
+        elif isinstance(first, dict):
+            values[name] = {
+                k: [statistics.median(c[k][i] for c in column if k in c) for i in range(2)]
+                for k in first
+            }
+        else:
+            values[name] = first
     return Result(**values)
 
 
 def table(results: list[Result]) -> str:
     lines = []
-    for n, r in dict.fromkeys((x.viewers, x.rate) for x in results):
-        measured = [x for x in results if (x.viewers, x.rate) == (n, r)]
+    for group in dict.fromkeys(x.group for x in results):
+        measured = [x for x in results if x.group == group]
         rows = [
             median_of([x for x in measured if x.contender == c])
             for c in dict.fromkeys(x.contender for x in measured)
         ]
         rounds = len(measured) // len(rows)
-        floor = next((x for x in rows if x.contender == "floor"), None)
+        if group.startswith("market"):
+            lines.append(market_table(rows, rounds))
+        else:
+            lines.append(fanout_table(rows, rounds))
+    return "\n".join(lines)
+
+
+def _rounds(rounds: int) -> str:
+    return f", median of {rounds} rounds" if rounds > 1 else ""
+
+
+def fanout_table(rows: list[Result], rounds: int) -> str:
+    n, r = rows[0].viewers, rows[0].rate
+    floor = next((x for x in rows if x.contender == "floor"), None)
+    lines = [
+        f"\n### N={n} viewers, R={r} updates/s (expected {n * r:,} events/s){_rounds(rounds)}\n",
+        "| contender | delivered ev/s | vs floor | p50 ms | p90 ms | p99 ms | max ms "
+        "| p99 2nd half ms | server CPU % | CPU µs/event | KB/viewer/s | RSS/viewer KiB "
+        "| connect s | not connected | dropped | load CPU % |",
+        "|---|" + "---:|" * 15,
+    ]
+    for x in rows:
+        ratio = f"{x.delivered / floor.delivered:.2f}x" if floor and floor.delivered else "—"
         lines.append(
-            f"\n### N={n} viewers, R={r} updates/s (expected {n * r:,} events/s)"
-            + (f", median of {rounds} rounds" if rounds > 1 else "")
-            + "\n"
+            f"| {x.contender} | {x.delivered:,.0f} | {ratio} | {x.p50:.1f} | {x.p90:.1f} "
+            f"| {x.p99:.1f} | {x.max:.0f} | {x.p99_late:.1f} | {x.server_cpu:.0f} "
+            f"| {x.cpu_per_event_us:.1f} | {x.bytes_per_viewer_s / 1000:.1f} "
+            f"| {x.rss_per_viewer_kib:.1f} | {x.connect_seconds:.1f} "
+            f"| {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
         )
+    return "\n".join(lines)
+
+
+def market_table(rows: list[Result], rounds: int) -> str:
+    n = rows[0].viewers
+    lines = [
+        f"\n### Market page: N={n} viewers of {','.join(MARKET_TOPICS)}, "
+        f"{rows[0].rate} trades/s{_rounds(rounds)}\n",
+        "| contender | delivered ev/s | ev/s per viewer | p50 ms | p90 ms | p99 ms | max ms "
+        "| p99 2nd half ms | server CPU % | CPU % per viewer | CPU µs/event "
+        "| KB/viewer/s | RSS/viewer KiB | connect s | not connected | dropped | load CPU % |",
+        "|---|" + "---:|" * 16,
+    ]
+    for x in rows:
         lines.append(
-            "| contender | delivered ev/s | vs floor | p50 ms | p90 ms | p99 ms | max ms "
-            "| p99 2nd half ms | server CPU % | CPU µs/event | RSS/viewer KiB | connect s "
-            "| not connected | dropped | load CPU % |"
+            f"| {x.contender} | {x.delivered:,.0f} | {x.delivered / n:.1f} | {x.p50:.1f} "
+            f"| {x.p90:.1f} | {x.p99:.1f} | {x.max:.0f} | {x.p99_late:.1f} "
+            f"| {x.server_cpu:.0f} | {x.server_cpu / n:.3f} | {x.cpu_per_event_us:.1f} "
+            f"| {x.bytes_per_viewer_s / 1000:.1f} | {x.rss_per_viewer_kib:.1f} "
+            f"| {x.connect_seconds:.1f} | {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
         )
-        lines.append("|---|" + "---:|" * 14)
-        for x in rows:
-            ratio = f"{x.delivered / floor.delivered:.2f}x" if floor and floor.delivered else "—"
-            per_event = x.server_cpu / 100 / x.delivered * 1e6 if x.delivered else float("nan")
+    for x in rows:
+        total = sum(size for _, size in x.kinds.values()) or 1.0
+        lines += [
+            f"\nWhat one {x.contender} viewer receives, per kind of event:\n",
+            "| event | events/s | KB/s | KB per event | share of bytes | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, (count, size) in sorted(x.kinds.items(), key=lambda k: -k[1][1]):
+            per_event = f"{size / count / 1000:.1f}" if count else "—"
+            p50, p99 = x.kind_latency.get(name, [float("nan")] * 2)
             lines.append(
-                f"| {x.contender} | {x.delivered:,.0f} | {ratio} | {x.p50:.1f} | {x.p90:.1f} "
-                f"| {x.p99:.1f} | {x.max:.0f} | {x.p99_late:.1f} | {x.server_cpu:.0f} "
-                f"| {per_event:.1f} | {x.rss_per_viewer_kib:.1f} | {x.connect_seconds:.1f} "
-                f"| {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
+                f"| {name} | {count:.2f} | {size / 1000:.1f} | {per_event} "
+                f"| {100 * size / total:.0f} % | {p50:.1f} | {p99:.1f} |"
             )
     return "\n".join(lines)
 
@@ -331,7 +480,8 @@ def main() -> None:
         "--scenarios",
         nargs="*",
         default=list(SCENARIOS),
-        help="NxR pairs: viewers x updates a second (default: all)",
+        help="NxR (viewers x updates a second, fan-out) or marketN (N market-page viewers); "
+        "default: all",
     )
     parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS))
     parser.add_argument("--symbols", type=int, default=10, help="K, symbols per viewer")
@@ -356,16 +506,18 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     saved = RESULTS / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
     results: list[Result] = []
-    for scenario in args.scenarios:
-        n, r = (int(x) for x in scenario.split("x"))
+    for name in args.scenarios:
+        scenario = Scenario.parse(name, args.symbols)
+        contenders = [c for c in args.contenders if not scenario.market or c in MARKET_CONTENDERS]
         # Each round starts with the next contender, so a machine that drifts during a round
         # does not always favour the same one; the tables show medians over the rounds.
-        rounds = [args.contenders[i:] + args.contenders[:i] for i in range(args.repeat)]
+        rounds = [contenders[i:] + contenders[:i] for i in range(args.repeat)]
         for contender in (c for order in rounds for c in order):
-            result = measure(contender, n, r, args.symbols, args.seconds, others, args.profile)
+            result = measure(contender, scenario, args.seconds, others, args.profile)
             print(
-                f"{contender:12} N={n:5} R={r:5}: {result.delivered:10,.0f} ev/s "
+                f"{contender:12} {name:>10}: {result.delivered:10,.0f} ev/s "
                 f"p99 {result.p99:8.1f} ms  cpu {result.server_cpu:4.0f}%  "
+                f"{result.bytes_per_viewer_s / 1000:7.1f} KB/viewer/s  "
                 f"load cpu {result.load_cpu:4.0f}%",
                 file=sys.stderr,
                 flush=True,
@@ -374,7 +526,7 @@ def main() -> None:
             # Written after every measurement, so a run cut short keeps what it measured.
             saved.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     print(
-        f"K={args.symbols} symbols per viewer, {args.seconds:g} s window, "
+        f"Fan-out: K={args.symbols} symbols per viewer; {args.seconds:g} s window, "
         f"{os.cpu_count()} CPUs; server on CPU 0, feed and load on the rest."
     )
     print(table(results))

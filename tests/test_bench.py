@@ -10,18 +10,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_benchmark_runs_every_contender() -> None:
+def bench(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--scenarios", "5x20", "--seconds", "1"],
+        [sys.executable, "-m", "bench.run", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    rows = re.findall(r"^\| (pricestream|floor|common) \| ([\d,]+) \|", done.stdout, re.M)
-    assert [name for name, _ in rows] == ["pricestream", "floor", "common"], done.stdout
+    return done.stdout
+
+
+def test_the_benchmark_runs_every_contender() -> None:
+    out = bench("--scenarios", "5x20", "--seconds", "1")
+    rows = re.findall(r"^\| (pricestream|floor|common) \| ([\d,]+) \|", out, re.M)
+    assert [name for name, _ in rows] == ["pricestream", "floor", "common"], out
     for name, delivered in rows:
         # 5 viewers, 20 updates a second: about 100 events a second each; the machine may be
         # busy, so only "it flows" is asserted here.
-        assert int(delivered.replace(",", "")) > 20, (name, done.stdout)
+        assert int(delivered.replace(",", "")) > 20, (name, out)
+
+
+def test_the_market_scenario_runs_pricestream_alone() -> None:
+    out = bench("--scenarios", "market3", "--seconds", "1.5")
+    rows = re.findall(r"^\| (pricestream|floor|common) \| ([\d,]+) \|", out, re.M)
+    assert [name for name, _ in rows] == ["pricestream"], out
+    # 3 viewers of four panels, each at most 5 renders a second: about 45 events a second.
+    assert int(rows[0][1].replace(",", "")) > 10, out
+    kinds = dict(re.findall(r"^\| (price|book|trades|chart) \| ([\d.]+) \|", out, re.M))
+    # The chart changes every 2 s, so a short window may book none of its events.
+    assert {"price", "book", "trades"} <= kinds.keys(), out
+    assert all(float(kinds[k]) > 0 for k in ("price", "book", "trades")), out
