@@ -330,6 +330,7 @@ class Upstream:
         self.rotations = 0
         self.resubscribes = 0
         self.bad_frames = 0
+        self.messages = 0  # data messages delivered
         self.last_error: str | None = None
         self.last_message: float | None = None  # monotonic time of the last data frame
         self._assigned: dict[str, _Shard] = {}
@@ -395,6 +396,7 @@ class Upstream:
 
     def deliver(self, message: Message) -> None:
         self.last_message = time.monotonic()
+        self.messages += 1
         self.on_event(message)
 
     def bad_frame(self, exc: ParseError, raw: str | bytes) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -22,6 +23,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from app.api import quotes, topic
 from app.config import Settings
 from app.embeds import builder, embed
 from app.errors import InputError
@@ -150,6 +152,12 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(health, status_code=503 if health["status"] == "down" else 200)
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus' text format, from this app's registry (app.metrics)."""
+    body = generate_latest(request.state.metrics)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def debug(request: Request) -> Response:
     html = renderer_of(request).fragment("debug", health=hub_of(request).health())
     return HTMLResponse(html)
@@ -192,6 +200,9 @@ def routes(settings: Settings) -> list[Route | Mount]:
         Route("/embed", builder),
         Route("/embed/{symbols}", embed),
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/v1/quotes", quotes, middleware=cors),
+        Route("/api/v1/topics/{topic}", topic, middleware=cors),
         Route("/debug", debug),
         Mount("/static", StaticFiles(directory=resource_dir("static")), name="static"),
     ]

@@ -9,8 +9,38 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
+
+from app.config import Settings
+
+# The largest WebSocket frame uvicorn takes at all (it closes with 1009 past it); app.ws refuses
+# client messages well below this with a sentence of its own.
+WS_MAX_FRAME = 64 * 1024
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's settings for our app: the same for the command and for tests."""
+    values: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # Open streams never end by themselves; past this, shutdown cuts them.
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout)),
+        "log_config": None,
+        # Thousands of viewers may (re)connect at once after a restart; the kernel caps this
+        # at net.core.somaxconn.
+        "backlog": 4096,
+        # WebSocket keepalive: a ping every ws_ping seconds, and a client that has not answered
+        # within as long again is dropped.
+        "ws_ping_interval": settings.ws_ping,
+        "ws_ping_timeout": settings.ws_ping,
+        "ws_max_size": WS_MAX_FRAME,
+        "ws_per_message_deflate": settings.ws_deflate,
+    }
+    values.update(overrides)
+    return uvicorn.Config(app, **values)
 
 
 class Server(uvicorn.Server):
