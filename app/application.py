@@ -104,11 +104,13 @@ class PriceApp(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def drain(app: Starlette) -> None:
-    """End every open event stream: the server is stopping (see app.server)."""
+async def drain(app: Starlette) -> None:
+    """End every open event stream, and give WebSocket clients their close (1001) before
+    uvicorn closes what is left: the server is stopping (see app.server)."""
     hub: Hub | None = getattr(app.state, "hub", None)
     if hub is not None:
         hub.drain()
+        await hub.clients_gone(hub.settings.shutdown_timeout)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

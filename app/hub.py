@@ -93,7 +93,7 @@ class Subscriber:
 
     def __init__(self, topics: tuple[Topic, ...], transport: str = "sse") -> None:
         self.topics = topics
-        self.transport = transport  # "sse" or "ws"
+        self.transport = transport  # "sse", "ws", or "peek" (the hub's own, for one answer)
         self.pending: dict[str, Any] = {}
         self.replies: list[str] = []  # answers to a WebSocket client's own messages, in order
         self.wake = asyncio.Event()
@@ -254,15 +254,23 @@ class Hub:
         for sub in list(self.subscribers):
             sub.close()
 
+    async def clients_gone(self, limit: float) -> None:
+        """Wait (at most `limit` s) until every WebSocket session has sent its close and left."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                while any(sub.transport == "ws" for sub in self.subscribers):
+                    await asyncio.sleep(0.01)
+
     def subscribe(self, topics: Iterable[Topic], transport: str = "sse") -> Subscriber:
         """A new viewer (`sse`) or client (`ws`) of checked `topics`; its slots start with the
-        status and the current value of each."""
+        status and the current value of each. (`peek`: the hub's own, while it answers one
+        request; like a viewer, but not counted as one.)"""
         sub = Subscriber((), transport)
         if self.draining:
             sub.close()
         self.subscribers.add(sub)
         sub.push(
-            STATUS_EVENT, self.encoded[STATUS_EVENT] if transport == "sse" else self.status_json
+            STATUS_EVENT, self.status_json if transport == "ws" else self.encoded[STATUS_EVENT]
         )
         self.add_topics(sub, topics)
         return sub
@@ -273,12 +281,12 @@ class Hub:
         sub.topics += tuple(new)
         for topic in new:
             entry = self._acquire(topic)
-            if sub.transport == "sse":
-                entry.viewers.add(sub)
-                sub.push(topic.event, self.encoded[topic.event])
-            else:
+            if sub.transport == "ws":
                 entry.clients.add(sub)
                 sub.push(topic.event, self._client_message(entry))
+            else:
+                entry.viewers.add(sub)
+                sub.push(topic.event, self.encoded[topic.event])
 
     def remove_topics(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
         """`sub` no longer gets `topics`; what was pending for them is dropped."""
@@ -318,7 +326,7 @@ class Hub:
     async def _watching(self, topic: Topic, wait: float) -> AsyncIterator[_Entry]:
         """The topic's entry, held for a moment by a viewer of our own, after waiting up to
         `wait` s for its first data to be shown."""
-        sub = self.subscribe([topic])
+        sub = self.subscribe([topic], transport="peek")
         try:
             entry = self.entries[topic]
             if wait > 0:
@@ -461,7 +469,7 @@ class Hub:
         for sub in self.subscribers:
             sub.push(
                 STATUS_EVENT,
-                self.encoded[STATUS_EVENT] if sub.transport == "sse" else self.status_json,
+                self.status_json if sub.transport == "ws" else self.encoded[STATUS_EVENT],
             )
         now = time.monotonic()
         for entry in self.entries.values():
@@ -626,7 +634,7 @@ class Hub:
             if now >= next_ping:
                 next_ping = now + settings.sse_ping
                 for sub in self.subscribers:
-                    if sub.transport == "sse":  # WebSocket clients get WebSocket pings
+                    if sub.transport != "ws":  # WebSocket clients get WebSocket pings
                         sub.push(PING, PING_BYTES)
             for sub in self.subscribers:
                 since = sub.sending_since
@@ -643,6 +651,14 @@ class Hub:
             events[sub.transport] += sub.events_out
             sizes[sub.transport] += sub.bytes_out
         return {t: (events[t], sizes[t]) for t in ("sse", "ws")}
+
+    def viewers(self) -> dict[str, int]:
+        """Open SSE streams and WebSocket clients (the hub's own peeks are not viewers)."""
+        counts = {"sse": 0, "ws": 0}
+        for sub in self.subscribers:
+            if sub.transport in counts:
+                counts[sub.transport] += 1
+        return counts
 
     # -- health -----------------------------------------------------------------------------------
 
@@ -694,5 +710,6 @@ class Hub:
             "rest": self.rest.health(),
             "topics": sorted(t.name for t in self.entries),
             "stale": sorted(t.name for t, e in self.entries.items() if e.stale),
-            "viewers": len(self.subscribers),
+            "viewers": sum(self.viewers().values()),
+            "viewers_by_transport": self.viewers(),
         }

@@ -42,10 +42,7 @@ class PricestreamCollector(Collector):
         viewers = GaugeMetricFamily(
             "pricestream_viewers", "Open live connections, by transport", labels=["transport"]
         )
-        by_transport = {"sse": 0, "ws": 0}
-        for sub in hub.subscribers:
-            by_transport[sub.transport] += 1
-        for transport, count in by_transport.items():
+        for transport, count in hub.viewers().items():
             viewers.add_metric([transport], count)
         yield viewers
         yield GaugeMetricFamily(

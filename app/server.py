@@ -1,14 +1,16 @@
-"""The uvicorn server, told to end the event streams before it waits for connections to close.
+"""The uvicorn server, told to end the streams before it waits for connections to close.
 
 uvicorn waits for open connections before it runs the lifespan's shutdown, and an event stream
 never closes by itself, so without this every Ctrl-C would wait out the graceful timeout and then
-cut the streams mid-chunk. `before_shutdown` (the hub's `drain`) ends them cleanly at once.
+cut the streams mid-chunk. `before_shutdown` (the app's `drain`) ends them cleanly at once, and
+lets WebSocket clients get their close (1001, going away) before uvicorn closes the rest (1012).
 """
 
 from __future__ import annotations
 
+import inspect
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
@@ -44,10 +46,14 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
 
 
 class Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, before_shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, before_shutdown: Callable[[], Awaitable[None] | None]
+    ) -> None:
         super().__init__(config)
         self.before_shutdown = before_shutdown
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.before_shutdown()
+        drained = self.before_shutdown()
+        if inspect.isawaitable(drained):
+            await drained
         await super().shutdown(sockets)
