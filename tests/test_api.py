@@ -121,10 +121,11 @@ async def test_metrics_move_with_real_traffic(
         assert during[("pricestream_events_sent_total", label)] >= 4  # status, snapshot, trades
         assert during[("pricestream_bytes_sent_total", label)] > least
     assert during[("pricestream_refusals_total", (("reason", "bad_input"),))] == 1
+    # Observed once per update handed over (three trades in a burst: one or two renders).
     count = ("pricestream_update_latency_seconds_count", ())
-    assert during[count] >= before[count] + 3
-    # The trades went out within a second of their event time (`E` is their send time here).
-    assert during[("pricestream_update_latency_seconds_bucket", (("le", "1.0"),))] >= 3
+    assert during[count] >= before[count] + 1
+    # They went out within a second of their event time (`E` is their send time here).
+    assert during[("pricestream_update_latency_seconds_bucket", (("le", "1.0"),))] == during[count]
     assert (
         during[
             ("pricestream_rest_calls_total", (("outcome", "200"), ("path", "/api/v3/exchangeInfo")))
