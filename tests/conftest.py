@@ -75,11 +75,12 @@ class LiveServer:
 
 
 @contextlib.asynccontextmanager
-async def run_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    """A real uvicorn serving create_app(settings) on a socket we bound to port 0 ourselves."""
+async def run_server(settings: Settings, port: int = 0) -> AsyncIterator[LiveServer]:
+    """A real uvicorn serving create_app(settings) on a socket we bound ourselves (to port 0
+    unless told, e.g. to restart on the same port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     app = create_app(settings)
     config = uvicorn_config(

@@ -7,8 +7,11 @@ import base64
 import contextlib
 import json
 import os
+import re
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -330,3 +333,45 @@ async def test_shutdown_closes_every_socket_with_1001(exchange: DemoExchange) ->
                 await ws.wait_closed()
             assert ws.close_code == 1001
         assert asyncio.get_running_loop().time() - started < 2.0
+
+
+def readme_client() -> str:
+    """The README's Python client, as a user would copy it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [code] = [c for c in re.findall(r"```python\n(.+?)```", readme, re.S) if "/ws/price" in c]
+    return code
+
+
+async def test_the_readme_client_survives_a_server_restart(exchange: DemoExchange) -> None:
+    code = readme_client()
+    settings = settings_for(exchange)
+    proc = None
+    try:
+        async with run_server(settings) as first:
+            port = int(first.url.rsplit(":", 1)[1])
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                code.replace("ws://127.0.0.1:8000", f"ws://127.0.0.1:{port}"),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdout is not None
+            await eventually(lambda: exchange.subscriptions() >= price_streams("ETHUSDT"))
+            exchange.trade("ETHUSDT", price="3456.78")
+            async with asyncio.timeout(WAIT):
+                line = await proc.stdout.readline()
+            assert line.decode().split() == ["ETHUSDT", "3456.78000000"]
+        # The server stopped (the client got 1001) and starts again on the same port; the
+        # client's own backoff brings it back (websockets waits up to about 5 s, then 3 s...).
+        async with run_server(settings, port=port):
+            await eventually(lambda: exchange.subscriptions() >= price_streams("BTCUSDT"), 30)
+            exchange.trade("BTCUSDT", price="94567.89")
+            async with asyncio.timeout(WAIT):
+                while True:
+                    words = (await proc.stdout.readline()).decode().split()
+                    if words[:2] == ["BTCUSDT", "94567.89000000"]:
+                        break
+    finally:
+        if proc is not None:
+            proc.kill()
+            await proc.wait()
