@@ -217,6 +217,8 @@ class Hub:
         self._upstream_name = "demo exchange" if settings.demo else "Binance"
         self._last_state = State.IDLE
         self._history_tasks: set[asyncio.Task[None]] = set()
+        self._ws_open = 0  # WebSocket sessions subscribed
+        self._no_clients = asyncio.Event()  # set when the last one leaves
         self._panel_errors_logged: dict[Topic, float] = {}
 
     async def __aenter__(self) -> Hub:
@@ -256,10 +258,11 @@ class Hub:
 
     async def clients_gone(self, limit: float) -> None:
         """Wait (at most `limit` s) until every WebSocket session has sent its close and left."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(limit):
-                while any(sub.transport == "ws" for sub in self.subscribers):
-                    await asyncio.sleep(0.01)
+        if self._ws_open:
+            self._no_clients.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limit):
+                    await self._no_clients.wait()
 
     def subscribe(self, topics: Iterable[Topic], transport: str = "sse") -> Subscriber:
         """A new viewer (`sse`) or client (`ws`) of checked `topics`; its slots start with the
@@ -269,6 +272,7 @@ class Hub:
         if self.draining:
             sub.close()
         self.subscribers.add(sub)
+        self._ws_open += transport == "ws"
         sub.push(
             STATUS_EVENT, self.status_json if transport == "ws" else self.encoded[STATUS_EVENT]
         )
@@ -300,6 +304,10 @@ class Hub:
         if sub not in self.subscribers:
             return
         self.subscribers.discard(sub)
+        if sub.transport == "ws":
+            self._ws_open -= 1
+            if not self._ws_open:
+                self._no_clients.set()
         self.sent_events[sub.transport] += sub.events_out
         self.sent_bytes[sub.transport] += sub.bytes_out
         for topic in sub.topics:
@@ -661,6 +669,33 @@ class Hub:
         return counts
 
     # -- health -----------------------------------------------------------------------------------
+
+    def topics_report(self) -> list[dict[str, Any]]:
+        """Per topic, for the debug panel: who watches it (counts only, never an address),
+        whether it is live, and the last upstream message of its own stream beside the fragment
+        it became."""
+        now = time.monotonic()
+        report = []
+        for topic, entry in sorted(self.entries.items(), key=lambda item: item[0].name):
+            own = entry.panel.own_streams()[0]
+            raw = self.upstream.last_raw.get(own)
+            report.append(
+                {
+                    "topic": topic.name,
+                    "sse": len(entry.viewers),
+                    "ws": len(entry.clients),
+                    "stale": entry.stale,
+                    "data_age_s": None
+                    if entry.last_data is None
+                    else round(now - entry.last_data, 1),
+                    "stream": own,
+                    "last_message": None
+                    if raw is None
+                    else (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw),
+                    "fragment": entry.html,
+                }
+            )
+        return report
 
     def health(self) -> dict[str, Any]:
         up = self.upstream

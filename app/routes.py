@@ -50,6 +50,8 @@ from app.urls import board_url, builder_url, market_url, sse_url
 
 logger = logging.getLogger(__name__)
 
+# How much of a raw message and of a fragment the debug panel shows (characters).
+DEBUG_EXCERPT = 600
 # How long GET /fragment waits for first data of a topic nobody was watching.
 FRAGMENT_WAIT = 3.0
 
@@ -159,7 +161,10 @@ async def metrics(request: Request) -> Response:
 
 
 async def debug(request: Request) -> Response:
-    html = renderer_of(request).fragment("debug", health=hub_of(request).health())
+    hub = hub_of(request)
+    html = renderer_of(request).fragment(
+        "debug", health=hub.health(), topics=hub.topics_report(), excerpt=DEBUG_EXCERPT
+    )
     return HTMLResponse(html)
 
 

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from app.demo import DemoExchange
-from tests.conftest import LiveServer, eventually, open_sse, price_streams
+from tests.conftest import LiveServer, eventually, open_sse, parse_html, price_streams
 
 pytestmark = pytest.mark.anyio
 
@@ -133,3 +133,23 @@ async def test_metrics_move_with_real_traffic(
         == 1
     )
     assert ("process_resident_memory_bytes", ()) in during
+
+
+async def test_debug_panel_counts_viewers_per_topic_and_shows_what_came_in(
+    live: LiveServer, http: httpx.AsyncClient, exchange: DemoExchange
+) -> None:
+    async with (
+        open_sse(http, "/sse?symbols=BTCUSDT") as events,
+        connect(live.url.replace("http", "ws") + "/ws/price/BTCUSDT") as ws,
+    ):
+        await eventually(lambda: exchange.subscriptions() >= price_streams("BTCUSDT"))
+        trade = exchange.trade("BTCUSDT", price="91234.56")
+        await events.until(lambda e: 'data-price="91234.56000000"' in e.data)
+        panel = (await http.get("/debug")).text
+        local_port = str(ws.local_address[1])
+    [row] = [e for e in parse_html(panel) if e.attrs.get("data-topic") == "price:BTCUSDT"]
+    cells = [e.text for e in parse_html(panel) if e.tag == "td"][:6]
+    assert cells[:3] == ["price:BTCUSDT", "1", "1"]
+    assert f'"t":{trade["t"]}' in cells[4]  # the raw message, as Binance would send it
+    assert 'data-price="91234.56000000"' in cells[5]  # beside the fragment it became
+    assert row.tag == "tr" and local_port not in panel  # counts, never who

@@ -339,7 +339,7 @@ def readme_client() -> str:
     """The README's Python client, as a user would copy it."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     [code] = [c for c in re.findall(r"```python\n(.+?)```", readme, re.S) if "/ws/price" in c]
-    return code
+    return str(code)
 
 
 async def test_the_readme_client_survives_a_server_restart(exchange: DemoExchange) -> None:
