@@ -22,11 +22,14 @@ from app.config import Settings
 from app.demo import DemoExchange
 from app.hub import Hub
 from app.limits import ViewerLimits
+from app.metrics import registry
 from app.render import Renderer
 from app.rest import Rest
 from app.routes import not_found, routes
 from app.stream import EventStream
 from app.symbols import SymbolDirectory
+from app.ws import PATH as WS_PATH
+from app.ws import PriceSocket
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(_cancel, refresher)
             hub = await stack.enter_async_context(Hub(effective, directory, renderer, rest))
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
+            metrics = registry(hub, limits, rest, directory)
             # Also on app.state, for tests and tools that look inside a running server.
             app.state.hub, app.state.limits = hub, limits
             yield {
@@ -66,6 +70,7 @@ def create_app(settings: Settings) -> Starlette:
                 "settings": effective,
                 "renderer": renderer,
                 "limits": limits,
+                "metrics": metrics,
             }
             # Leaving the stack: hub (viewers, then upstream), refresher, REST, demo exchange.
 
@@ -77,28 +82,35 @@ def create_app(settings: Settings) -> Starlette:
 
 
 class PriceApp(Starlette):
-    """Starlette, with GET /sse handed straight to `EventStream`.
+    """Starlette, with GET /sse handed straight to `EventStream` and the WebSocket API to
+    `PriceSocket`.
 
     Every send of an event stream would otherwise pass through two of Starlette's send wrappers
     (error and exception handling, about a tenth of the server's time with 5,000 viewers in the
-    benchmark's profile). The stream needs neither: it answers its own errors, and it gets the
-    lifespan state from the scope as every route does.
+    benchmark's profile). The streams need neither: they answer their own errors, and they get
+    the lifespan state from the scope as every route does.
     """
 
     stream = EventStream()
+    socket = PriceSocket()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/sse":
+        kind, path = scope["type"], scope.get("path", "")
+        if kind == "http" and path == "/sse":
             await self.stream(scope, receive, send)
+        elif kind == "websocket" and (path == WS_PATH or path.startswith(WS_PATH + "/")):
+            await self.socket(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
 
-def drain(app: Starlette) -> None:
-    """End every open event stream: the server is stopping (see app.server)."""
+async def drain(app: Starlette) -> None:
+    """End every open event stream, and give WebSocket clients their close (1001) before
+    uvicorn closes what is left: the server is stopping (see app.server)."""
     hub: Hub | None = getattr(app.state, "hub", None)
     if hub is not None:
         hub.drain()
+        await hub.clients_gone(hub.settings.shutdown_timeout)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

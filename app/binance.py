@@ -119,8 +119,8 @@ class _Shard:
         self.failures = 0
         self._set_state(State.LIVE)
 
-    def deliver(self, message: Message) -> None:
-        self.upstream.deliver(message)
+    def deliver(self, message: Message, raw: str | bytes) -> None:
+        self.upstream.deliver(message, raw)
 
     def bad_frame(self, exc: ParseError, raw: str | bytes) -> None:
         self.upstream.bad_frame(exc, raw)
@@ -330,6 +330,8 @@ class Upstream:
         self.rotations = 0
         self.resubscribes = 0
         self.bad_frames = 0
+        self.messages = 0  # data messages delivered
+        self.last_raw: dict[str, str | bytes] = {}  # stream -> its last message, as sent
         self.last_error: str | None = None
         self.last_message: float | None = None  # monotonic time of the last data frame
         self._assigned: dict[str, _Shard] = {}
@@ -377,6 +379,7 @@ class Upstream:
                 self._wanted[stream] -= 1
                 continue
             self._wanted.pop(stream, None)
+            self.last_raw.pop(stream, None)
             shard = self._assigned.pop(stream, None)
             if shard is not None:
                 shard.wanted = shard.wanted - {stream}
@@ -393,8 +396,13 @@ class Upstream:
 
     # -- what the links report ----------------------------------------------------------------
 
-    def deliver(self, message: Message) -> None:
+    def deliver(self, message: Message, raw: str | bytes) -> None:
         self.last_message = time.monotonic()
+        self.messages += 1
+        if message.stream is not None:
+            # For the debug panel: what Binance sent, beside what it became. One reference per
+            # stream, replaced by the next message.
+            self.last_raw[message.stream] = raw
         self.on_event(message)
 
     def bad_frame(self, exc: ParseError, raw: str | bytes) -> None:

@@ -11,12 +11,10 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-import uvicorn
-
 from app import __version__
 from app.application import create_app, drain
 from app.config import ENV_PREFIX, Settings, SettingsError, parse_value, setting_fields
-from app.server import Server
+from app.server import Server, uvicorn_config
 
 
 def flag_name(field_name: str) -> str:
@@ -83,18 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in ("httpx", "app.demo.wire"):
             logging.getLogger(name).setLevel(logging.WARNING)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # Open SSE streams never end by themselves; past this, shutdown cuts them.
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
-        log_config=None,
-        # Thousands of viewers may (re)connect at once after a restart; the kernel caps this at
-        # net.core.somaxconn.
-        backlog=4096,
-    )
+    config = uvicorn_config(app, settings)
     try:
         Server(config, before_shutdown=lambda: drain(app)).run()
     except KeyboardInterrupt:

@@ -93,6 +93,15 @@ class Settings:
     flush_interval: float = _setting(
         0.005, "seconds a viewer waits between sends, so that busy updates leave in batches"
     )
+    ws_ping: float = _setting(
+        20.0,
+        "seconds between WebSocket pings to API clients; one that has not answered within as "
+        "long again is dropped",
+    )
+    ws_deflate: bool = _setting(
+        False,
+        "offer permessage-deflate to WebSocket clients (smaller messages, more CPU per client)",
+    )
     render_interval: float = _setting(
         0.2,
         "least seconds between two renders of one panel (the book alone arrives 10 times a "

@@ -15,12 +15,15 @@ is logged and costs that panel alone. It knows nothing of HTTP.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+import msgspec
 from sse_starlette import ServerSentEvent
 
 from app.binance import State, Upstream
@@ -44,30 +47,69 @@ HISTORY_RETRY = 2.0
 HISTORY_RETRY_MAX = 60.0
 # A failing panel logs its traceback at most this often (seconds), so a bug cannot flood the log.
 PANEL_ERROR_LOG_INTERVAL = 60.0
+# Upper bounds (seconds) of the update-latency histogram's buckets, Prometheus' defaults.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+_json = msgspec.json.Encoder()
+
+
+class Latency:
+    """A histogram of update latencies, counted in plain integers: observing costs a bisect and
+    two additions; /metrics reads it at scrape time."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
 
 
 class Subscriber:
-    """One viewer: a latest-value slot per event name, and a wake-up flag.
+    """One viewer (an SSE stream) or client (a WebSocket): a latest-value slot per event name,
+    and a wake-up flag.
 
-    `pending` maps an event name to the newest encoded event not yet sent; a newer one for the same
-    name replaces it (conflation), so nothing queues up behind a slow reader. The stream that
-    serves it notes when a send started (`sending_since`), so the hub can cut off a reader whose
-    socket has accepted nothing for too long, by cancelling `owner`.
+    `pending` maps an event name to the newest encoded update not yet sent (SSE bytes, or JSON
+    text for a WebSocket client); a newer one for the same name replaces it (conflation), so
+    nothing queues up behind a slow reader. A WebSocket client's answers to its own messages
+    are never conflated: they wait in `replies`, which its session keeps bounded. The stream
+    that serves it notes when a send started (`sending_since`), so the hub can cut off a reader
+    whose socket has accepted nothing for too long, by cancelling `owner`.
     """
 
-    __slots__ = ("closed", "cut_off", "owner", "pending", "sending_since", "topics", "wake")
+    __slots__ = (
+        "bytes_out",
+        "closed",
+        "cut_off",
+        "events_out",
+        "owner",
+        "pending",
+        "replies",
+        "sending_since",
+        "topics",
+        "transport",
+        "wake",
+    )
 
-    def __init__(self, topics: tuple[Topic, ...]) -> None:
+    def __init__(self, topics: tuple[Topic, ...], transport: str = "sse") -> None:
         self.topics = topics
-        self.pending: dict[str, bytes] = {}
+        self.transport = transport  # "sse", "ws", or "peek" (the hub's own, for one answer)
+        self.pending: dict[str, Any] = {}
+        self.replies: list[str] = []  # answers to a WebSocket client's own messages, in order
         self.wake = asyncio.Event()
         self.closed = False
         self.cut_off = False
         self.owner: asyncio.Task[object] | None = None
         self.sending_since: float | None = None
+        self.events_out = 0  # counted here when taken for sending
+        self.bytes_out = 0  # counted by the stream that sends them
 
-    def push(self, name: str, data: bytes) -> None:
+    def push(self, name: str, data: Any) -> None:
         self.pending[name] = data
+        self.wake.set()
+
+    def reply(self, text: str) -> None:
+        self.replies.append(text)
         self.wake.set()
 
     def close(self) -> None:
@@ -84,18 +126,37 @@ class Subscriber:
         if self.closed:
             return None
         chunk = b"".join(self.pending.values())
+        self.events_out += len(self.pending)
         self.pending.clear()
         return chunk
+
+    async def next_batch(self) -> list[str] | None:
+        """A WebSocket client's next messages: its replies first, in order, then the newest of
+        each topic; None once closed."""
+        while not (self.pending or self.replies):
+            if self.closed:
+                return None
+            await self.wake.wait()
+            self.wake.clear()
+        if self.closed:
+            return None
+        batch, self.replies = self.replies, []
+        batch += self.pending.values()
+        self.events_out += len(batch)
+        self.pending.clear()
+        return batch
 
 
 class _Entry:
     """The hub's state for one topic that someone is (or was, within the grace period) watching."""
 
     __slots__ = (
+        "clients",
         "expiry",
         "history_error",
         "history_task",
         "html",
+        "json",
         "last_data",
         "own",
         "panel",
@@ -108,7 +169,9 @@ class _Entry:
 
     def __init__(self, panel: Panel) -> None:
         self.panel = panel
-        self.viewers: set[Subscriber] = set()
+        self.viewers: set[Subscriber] = set()  # SSE streams
+        self.clients: set[Subscriber] = set()  # WebSocket clients
+        self.json: str | None = None  # the current state as a client message, once asked for
         self.html = ""
         self.stale = False
         self.subscribed_at = time.monotonic()
@@ -138,7 +201,13 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self.encoded: dict[str, bytes] = {}  # newest encoded SSE event per event name
         self.events_rendered = 0
+        self.json_encoded = 0
+        # What left for viewers and clients that have gone, by transport (`sent` adds the rest).
+        self.sent_events: Counter[str] = Counter()
+        self.sent_bytes: Counter[str] = Counter()
+        self.latency = Latency()  # Binance's event time to the hand-over to every socket
         self.status_html = ""
+        self.status_json = ""
         self.draining = False
         # Viewers with something pending since the last flush; the flusher wakes each once.
         self._dirty: set[Subscriber] = set()
@@ -148,6 +217,8 @@ class Hub:
         self._upstream_name = "demo exchange" if settings.demo else "Binance"
         self._last_state = State.IDLE
         self._history_tasks: set[asyncio.Task[None]] = set()
+        self._ws_open = 0  # WebSocket sessions subscribed
+        self._no_clients = asyncio.Event()  # set when the last one leaves
         self._panel_errors_logged: dict[Topic, float] = {}
 
     async def __aenter__(self) -> Hub:
@@ -185,32 +256,85 @@ class Hub:
         for sub in list(self.subscribers):
             sub.close()
 
-    def subscribe(self, topics: Iterable[Topic]) -> Subscriber:
-        """A new viewer of checked `topics`; its slots start with the current fragment of each."""
-        sub = Subscriber(tuple(topics))
+    async def clients_gone(self, limit: float) -> None:
+        """Wait (at most `limit` s) until every WebSocket session has sent its close and left."""
+        if self._ws_open:
+            self._no_clients.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limit):
+                    await self._no_clients.wait()
+
+    def subscribe(self, topics: Iterable[Topic], transport: str = "sse") -> Subscriber:
+        """A new viewer (`sse`) or client (`ws`) of checked `topics`; its slots start with the
+        status and the current value of each. (`peek`: the hub's own, while it answers one
+        request; like a viewer, but not counted as one.)"""
+        sub = Subscriber((), transport)
         if self.draining:
             sub.close()
         self.subscribers.add(sub)
-        sub.push(STATUS_EVENT, self.encoded[STATUS_EVENT])
-        for topic in sub.topics:
-            entry = self._acquire(topic)
-            entry.viewers.add(sub)
-            sub.push(topic.event, self.encoded[topic.event])
+        self._ws_open += transport == "ws"
+        sub.push(
+            STATUS_EVENT, self.status_json if transport == "ws" else self.encoded[STATUS_EVENT]
+        )
+        self.add_topics(sub, topics)
         return sub
+
+    def add_topics(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
+        """`sub` now also gets `topics` (checked), starting with their current value."""
+        new = [t for t in dict.fromkeys(topics) if t not in sub.topics]
+        sub.topics += tuple(new)
+        for topic in new:
+            entry = self._acquire(topic)
+            if sub.transport == "ws":
+                entry.clients.add(sub)
+                sub.push(topic.event, self._client_message(entry))
+            else:
+                entry.viewers.add(sub)
+                sub.push(topic.event, self.encoded[topic.event])
+
+    def remove_topics(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
+        """`sub` no longer gets `topics`; what was pending for them is dropped."""
+        gone = set(topics) & set(sub.topics)
+        sub.topics = tuple(t for t in sub.topics if t not in gone)
+        for topic in gone:
+            sub.pending.pop(topic.event, None)
+            self._leave(sub, topic)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub not in self.subscribers:
             return
         self.subscribers.discard(sub)
+        if sub.transport == "ws":
+            self._ws_open -= 1
+            if not self._ws_open:
+                self._no_clients.set()
+        self.sent_events[sub.transport] += sub.events_out
+        self.sent_bytes[sub.transport] += sub.bytes_out
         for topic in sub.topics:
-            entry = self.entries.get(topic)
-            if entry is not None:
-                entry.viewers.discard(sub)
-                self._release(entry)
+            self._leave(sub, topic)
+
+    def _leave(self, sub: Subscriber, topic: Topic) -> None:
+        entry = self.entries.get(topic)
+        if entry is not None:
+            entry.viewers.discard(sub)
+            entry.clients.discard(sub)
+            self._release(entry)
 
     async def fragment(self, topic: Topic, wait: float = 0.0) -> str:
         """The topic's fragment now; waits up to `wait` s for first data if it has none."""
-        sub = self.subscribe([topic])
+        async with self._watching(topic, wait) as entry:
+            return entry.html
+
+    async def message(self, topic: Topic, wait: float = 0.0) -> dict[str, Any]:
+        """The topic's current value as a client message (a dict, for JSON), the same way."""
+        async with self._watching(topic, wait) as entry:
+            return {**entry.panel.data(), "stale": entry.stale}
+
+    @contextlib.asynccontextmanager
+    async def _watching(self, topic: Topic, wait: float) -> AsyncIterator[_Entry]:
+        """The topic's entry, held for a moment by a viewer of our own, after waiting up to
+        `wait` s for its first data to be shown."""
+        sub = self.subscribe([topic], transport="peek")
         try:
             entry = self.entries[topic]
             if wait > 0:
@@ -221,7 +345,7 @@ class Hub:
                         while not entry.panel.has_data or entry.timer is not None:
                             if await sub.next_chunk() is None:
                                 break  # the server is stopping
-            return entry.html
+            yield entry
         finally:
             self.unsubscribe(sub)
 
@@ -351,7 +475,10 @@ class Hub:
         self._last_state = state
         self._render_status()
         for sub in self.subscribers:
-            sub.push(STATUS_EVENT, self.encoded[STATUS_EVENT])
+            sub.push(
+                STATUS_EVENT,
+                self.status_json if sub.transport == "ws" else self.encoded[STATUS_EVENT],
+            )
         now = time.monotonic()
         for entry in self.entries.values():
             self._refresh_staleness(entry, now)
@@ -421,8 +548,9 @@ class Hub:
         return data
 
     def _publish(self, entry: _Entry) -> None:
-        """Hand the new fragment to every viewer of the topic. The hot path: a dict write per
-        viewer, then one C-level set union; viewers are woken by the flusher, not here."""
+        """Hand the new fragment to every viewer of the topic, and the new message to every
+        client. The hot path: a dict write per viewer, then one C-level set union; viewers are
+        woken by the flusher, not here."""
         entry.stale = self._is_stale(entry, time.monotonic())
         data = self._render(entry)
         name = entry.panel.topic.event
@@ -430,7 +558,26 @@ class Hub:
         for sub in viewers:
             sub.pending[name] = data
         self._dirty |= viewers
+        entry.json = None
+        if entry.clients:
+            text = self._client_message(entry)  # encoded once for every client
+            for sub in entry.clients:
+                sub.pending[name] = text
+            self._dirty |= entry.clients
         self._dirty_event.set()
+        event_time = entry.panel.event_time
+        if event_time and entry.panel.binance_time:
+            self.latency.observe(max(0.0, time.time() - event_time / 1000))
+
+    def _client_message(self, entry: _Entry) -> str:
+        if entry.json is None:
+            try:
+                entry.json = _json.encode({**entry.panel.data(), "stale": entry.stale}).decode()
+            except Exception:  # noqa: BLE001 (as in _render: one panel's bug stays its own)
+                self._panel_failed(entry, "encoding its message")
+                return _json.encode({"type": "error", "code": "unavailable"}).decode()
+            self.json_encoded += 1
+        return entry.json
 
     async def _flush(self) -> None:
         """Wake every viewer with something pending, then let `flush_interval` pass, so that a
@@ -457,6 +604,7 @@ class Hub:
         }
         self.status_html = self.renderer.fragment("status", state=str(state), label=labels[state])
         self.encoded[STATUS_EVENT] = sse_event(STATUS_EVENT, self.status_html)
+        self.status_json = _json.encode({"type": "status", "state": str(state)}).decode()
 
     # -- staleness --------------------------------------------------------------------------------
 
@@ -494,7 +642,8 @@ class Hub:
             if now >= next_ping:
                 next_ping = now + settings.sse_ping
                 for sub in self.subscribers:
-                    sub.push(PING, PING_BYTES)
+                    if sub.transport != "ws":  # WebSocket clients get WebSocket pings
+                        sub.push(PING, PING_BYTES)
             for sub in self.subscribers:
                 since = sub.sending_since
                 if since is not None and now - since > settings.send_timeout and not sub.cut_off:
@@ -503,7 +652,50 @@ class Hub:
                     if sub.owner is not None:
                         sub.owner.cancel()
 
+    def sent(self) -> dict[str, tuple[int, int]]:
+        """Events and bytes sent so far, by transport, open connections included."""
+        events, sizes = Counter(self.sent_events), Counter(self.sent_bytes)
+        for sub in self.subscribers:
+            events[sub.transport] += sub.events_out
+            sizes[sub.transport] += sub.bytes_out
+        return {t: (events[t], sizes[t]) for t in ("sse", "ws")}
+
+    def viewers(self) -> dict[str, int]:
+        """Open SSE streams and WebSocket clients (the hub's own peeks are not viewers)."""
+        counts = {"sse": 0, "ws": 0}
+        for sub in self.subscribers:
+            if sub.transport in counts:
+                counts[sub.transport] += 1
+        return counts
+
     # -- health -----------------------------------------------------------------------------------
+
+    def topics_report(self) -> list[dict[str, Any]]:
+        """Per topic, for the debug panel: who watches it (counts only, never an address),
+        whether it is live, and the last upstream message of its own stream beside the fragment
+        it became."""
+        now = time.monotonic()
+        report = []
+        for topic, entry in sorted(self.entries.items(), key=lambda item: item[0].name):
+            own = entry.panel.own_streams()[0]
+            raw = self.upstream.last_raw.get(own)
+            report.append(
+                {
+                    "topic": topic.name,
+                    "sse": len(entry.viewers),
+                    "ws": len(entry.clients),
+                    "stale": entry.stale,
+                    "data_age_s": None
+                    if entry.last_data is None
+                    else round(now - entry.last_data, 1),
+                    "stream": own,
+                    "last_message": None
+                    if raw is None
+                    else (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw),
+                    "fragment": entry.html,
+                }
+            )
+        return report
 
     def health(self) -> dict[str, Any]:
         up = self.upstream
@@ -553,5 +745,6 @@ class Hub:
             "rest": self.rest.health(),
             "topics": sorted(t.name for t in self.entries),
             "stale": sorted(t.name for t, e in self.entries.items() if e.stale),
-            "viewers": len(self.subscribers),
+            "viewers": sum(self.viewers().values()),
+            "viewers_by_transport": self.viewers(),
         }

@@ -19,6 +19,8 @@ from msgspec import Raw, Struct, field
 # Binance sends prices and quantities as plain non-negative decimals ("93512.01000000"); none of
 # the fields we read can be negative. Anything else is a malformed message, not a price to show.
 Dec = Annotated[str, msgspec.Meta(pattern=r"^\d{1,20}(\.\d{1,20})?\Z")]
+# The ticker's 24 h change and its percentage may be negative.
+SignedDec = Annotated[str, msgspec.Meta(pattern=r"^-?\d{1,20}(\.\d{1,20})?\Z")]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
 _DEPTH_STREAM = re.compile(r"@depth(5|10|20)(@\d+ms)?$")
 
@@ -61,6 +63,8 @@ class Ticker(Struct, frozen=True, tag_field="e", tag="24hrTicker"):
     event_time: int = field(name="E")
     symbol: Symbol = field(name="s")
     last: Dec = field(name="c")
+    change: SignedDec = field(name="p")
+    change_percent: SignedDec = field(name="P")
     open: Dec = field(name="o")
     high: Dec = field(name="h")
     low: Dec = field(name="l")

@@ -53,6 +53,7 @@ class Rest:
             follow_redirects=True, headers={"User-Agent": "pricestream"}
         )
         self.calls: Counter[str] = Counter()  # requests sent, per path
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (path, HTTP status or error)
         self.cache_hits = 0
         self.used_weight: int | None = None  # Binance's X-MBX-USED-WEIGHT-1M, last seen
         self.cooling_until: float | None = None  # monotonic; no calls before it
@@ -97,13 +98,16 @@ class Rest:
                 response = await self.client.get(url, params=params)
                 body = await response.aread()
         except TimeoutError:
+            self.outcomes[path, "timeout"] += 1
             raise self._failed(f"{path}: no answer within {time_limit:g} s") from None
         except httpx.HTTPError as exc:
+            self.outcomes[path, "error"] += 1
             raise self._failed(f"{path}: {type(exc).__name__}: {exc}") from None
         weight = response.headers.get("x-mbx-used-weight-1m", "")
         if weight.isdigit():
             self.used_weight = int(weight)
         status = response.status_code
+        self.outcomes[path, str(status)] += 1
         if status in COOL_DOWN:
             retry_after = response.headers.get("retry-after", "")
             pause = float(retry_after) if retry_after.isdigit() else COOL_DOWN[status]

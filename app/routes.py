@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -22,6 +23,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from app.api import quotes, topic
 from app.config import Settings
 from app.embeds import builder, embed
 from app.errors import InputError
@@ -48,6 +50,8 @@ from app.urls import board_url, builder_url, market_url, sse_url
 
 logger = logging.getLogger(__name__)
 
+# How much of a raw message and of a fragment the debug panel shows (characters).
+DEBUG_EXCERPT = 600
 # How long GET /fragment waits for first data of a topic nobody was watching.
 FRAGMENT_WAIT = 3.0
 
@@ -150,8 +154,17 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(health, status_code=503 if health["status"] == "down" else 200)
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus' text format, from this app's registry (app.metrics)."""
+    body = generate_latest(request.state.metrics)
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def debug(request: Request) -> Response:
-    html = renderer_of(request).fragment("debug", health=hub_of(request).health())
+    hub = hub_of(request)
+    html = renderer_of(request).fragment(
+        "debug", health=hub.health(), topics=hub.topics_report(), excerpt=DEBUG_EXCERPT
+    )
     return HTMLResponse(html)
 
 
@@ -192,6 +205,9 @@ def routes(settings: Settings) -> list[Route | Mount]:
         Route("/embed", builder),
         Route("/embed/{symbols}", embed),
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/v1/quotes", quotes, middleware=cors),
+        Route("/api/v1/topics/{topic}", topic, middleware=cors),
         Route("/debug", debug),
         Mount("/static", StaticFiles(directory=resource_dir("static")), name="static"),
     ]

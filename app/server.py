@@ -1,23 +1,59 @@
-"""The uvicorn server, told to end the event streams before it waits for connections to close.
+"""The uvicorn server, told to end the streams before it waits for connections to close.
 
 uvicorn waits for open connections before it runs the lifespan's shutdown, and an event stream
 never closes by itself, so without this every Ctrl-C would wait out the graceful timeout and then
-cut the streams mid-chunk. `before_shutdown` (the hub's `drain`) ends them cleanly at once.
+cut the streams mid-chunk. `before_shutdown` (the app's `drain`) ends them cleanly at once, and
+lets WebSocket clients get their close (1001, going away) before uvicorn closes the rest (1012).
 """
 
 from __future__ import annotations
 
+import inspect
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 
+from app.config import Settings
+
+# The largest WebSocket frame uvicorn takes at all (it closes with 1009 past it); app.ws refuses
+# client messages well below this with a sentence of its own.
+WS_MAX_FRAME = 64 * 1024
+
+
+def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's settings for our app: the same for the command and for tests."""
+    values: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # Open streams never end by themselves; past this, shutdown cuts them.
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout)),
+        "log_config": None,
+        # Thousands of viewers may (re)connect at once after a restart; the kernel caps this
+        # at net.core.somaxconn.
+        "backlog": 4096,
+        # WebSocket keepalive: a ping every ws_ping seconds, and a client that has not answered
+        # within as long again is dropped.
+        "ws_ping_interval": settings.ws_ping,
+        "ws_ping_timeout": settings.ws_ping,
+        "ws_max_size": WS_MAX_FRAME,
+        "ws_per_message_deflate": settings.ws_deflate,
+    }
+    values.update(overrides)
+    return uvicorn.Config(app, **values)
+
 
 class Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, before_shutdown: Callable[[], None]) -> None:
+    def __init__(
+        self, config: uvicorn.Config, before_shutdown: Callable[[], Awaitable[None] | None]
+    ) -> None:
         super().__init__(config)
         self.before_shutdown = before_shutdown
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.before_shutdown()
+        drained = self.before_shutdown()
+        if inspect.isawaitable(drained):
+            await drained
         await super().shutdown(sockets)

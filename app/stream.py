@@ -36,15 +36,18 @@ _HEADERS = [
 ]
 
 
+def origin_allowed(settings: Settings, origin: str) -> bool:
+    """May a page from `origin` read our streams (`--cors-origins`)?"""
+    return "*" in settings.cors_origins or origin in settings.cors_origins
+
+
 def cors_headers(settings: Settings, origin: str | None) -> list[tuple[bytes, bytes]]:
     """CORS for a stream read by another site's page. Never with credentials: see README."""
-    if origin is None:
+    if origin is None or not origin_allowed(settings, origin):
         return []
     if "*" in settings.cors_origins:
         return [(b"access-control-allow-origin", b"*")]
-    if origin in settings.cors_origins:
-        return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
-    return []
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
 
 
 class EventStream:
@@ -71,6 +74,7 @@ class EventStream:
                 query.get("topics"), query.get("symbols"), directory, settings.max_symbols
             )
         except InputError as exc:
+            limits.refused["bad_input"] += 1
             return await _refuse(400, str(exc), scope, receive, send)
         client = scope["client"][0] if scope.get("client") else "unknown"
         refusal = limits.acquire(client)
@@ -116,6 +120,7 @@ class EventStream:
                 body = first + chunk if first else chunk  # no copy once the snapshot is out
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 sub.sending_since = None
+                sub.bytes_out += len(body)
                 first = b""
             return True
         except asyncio.CancelledError:

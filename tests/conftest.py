@@ -23,7 +23,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
-from app.server import Server
+from app.server import Server, uvicorn_config
 
 # One time unit for the suite (websockets' tests/utils.py does the same), scaled on slow CI.
 MS = 0.001 * float(os.environ.get("PRICESTREAM_TEST_TIMESCALE", "1"))
@@ -75,15 +75,16 @@ class LiveServer:
 
 
 @contextlib.asynccontextmanager
-async def run_server(settings: Settings) -> AsyncIterator[LiveServer]:
-    """A real uvicorn serving create_app(settings) on a socket we bound to port 0 ourselves."""
+async def run_server(settings: Settings, port: int = 0) -> AsyncIterator[LiveServer]:
+    """A real uvicorn serving create_app(settings) on a socket we bound ourselves (to port 0
+    unless told, e.g. to restart on the same port)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1, log_config=None
+    config = uvicorn_config(
+        app, settings, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
     )
     server = Server(config, before_shutdown=lambda: drain(app))
     task = asyncio.create_task(server.serve(sockets=[sock]))

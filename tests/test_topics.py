@@ -112,7 +112,17 @@ def _trade(trade_id: int, price: str, event_time: int = 1000) -> Trade:
 
 def _ticker(event_time: int, last: str, last_trade_id: int = 10) -> Ticker:
     return Ticker(
-        event_time, "BTCUSDT", last, "100.00", "120.00", "90.00", "5", "500.5", last_trade_id
+        event_time,
+        "BTCUSDT",
+        last,
+        "5.00",
+        "5.000",
+        "100.00",
+        "120.00",
+        "90.00",
+        "5",
+        "500.5",
+        last_trade_id,
     )
 
 

@@ -26,6 +26,7 @@ BAR_STEP = 5
 class BookPanel(Panel):
     template = "book"
     own_streams_are_steady = True
+    binance_time = False
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         super().__init__(topic, info)
@@ -51,6 +52,18 @@ class BookPanel(Panel):
     @property
     def event_time(self) -> int | None:
         return self.received_ms
+
+    def data(self) -> dict[str, Any]:
+        book = self.book
+        return {
+            "type": "book",
+            "topic": self.topic.name,
+            "symbol": self.topic.symbol,
+            "event_time": self.received_ms,
+            "last_update_id": None if book is None else book.last_update_id,
+            "bids": [] if book is None else [list(level) for level in book.bids[:LEVELS]],
+            "asks": [] if book is None else [list(level) for level in book.asks[:LEVELS]],
+        }
 
     def context(self) -> dict[str, Any]:
         if self.book is None:

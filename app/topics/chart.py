@@ -93,6 +93,27 @@ class ChartPanel(Panel):
     def event_time(self) -> int | None:
         return self.newest_event
 
+    def data(self) -> dict[str, Any]:
+        return {
+            "type": "candles",
+            "topic": self.topic.name,
+            "symbol": self.topic.symbol,
+            "interval": self.topic.interval,
+            "event_time": self.newest_event,
+            "candles": [
+                {
+                    "open_time": c.open_time,
+                    "open": c.open,
+                    "high": c.high,
+                    "low": c.low,
+                    "close": c.close,
+                    "volume": c.volume,
+                    "closed": c.closed,
+                }
+                for c in self.candles.values()
+            ],
+        }
+
     def context(self) -> dict[str, Any]:
         candles = list(self.candles.values())
         decimals = self.info.decimals if self.info else None

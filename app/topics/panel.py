@@ -46,6 +46,9 @@ class Panel(ABC):
     # True where the panel's own streams arrive steadily (the book ten times a second, klines
     # every two seconds): then only they prove it live, not the symbol's ticker.
     own_streams_are_steady: ClassVar[bool] = False
+    # True where `event_time` is Binance's `E` (the book's is when we received it), so the
+    # update latency can be measured from it.
+    binance_time: ClassVar[bool] = True
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         self.topic = topic
@@ -90,3 +93,8 @@ class Panel(ABC):
     @abstractmethod
     def context(self) -> dict[str, Any]:
         """What the template needs beyond what every fragment gets. Called once per render."""
+
+    @abstractmethod
+    def data(self) -> dict[str, Any]:
+        """The panel as a message for programs (JSON): decimals as the strings Binance sent,
+        null for what has not come yet. The hub adds `stale`."""

@@ -34,6 +34,8 @@ class Quote:
     trade_id: int = -1
     direction: str = ""
     open: str | None = None
+    change_24h: str | None = None  # Binance's own 24 h change and percentage (ticker p, P)
+    change_percent_24h: str | None = None
     high: str | None = None
     low: str | None = None
     volume: str | None = None
@@ -84,6 +86,8 @@ class Quote:
             return None
         fields: dict[str, Any] = {
             "open": k.open,
+            "change_24h": k.change,
+            "change_percent_24h": k.change_percent,
             "high": k.high,
             "low": k.low,
             "volume": k.volume,
@@ -158,6 +162,21 @@ class PricePanel(Panel):
     @property
     def event_time(self) -> int | None:
         return self.quote.event_time
+
+    def data(self) -> dict[str, Any]:
+        q = self.quote
+        return {
+            "type": "price",
+            "symbol": q.symbol,
+            "price": q.price,
+            "event_time": q.event_time,
+            "change": q.change_24h,
+            "change_percent": q.change_percent_24h,
+            "high": q.high,
+            "low": q.low,
+            "volume": q.volume,
+            "quote_volume": q.quote_volume,
+        }
 
     def context(self) -> dict[str, Any]:
         price = self.quote.price

@@ -65,3 +65,21 @@ class TradesPanel(Panel):
 
     def context(self) -> dict[str, Any]:
         return {"trades": self.trades}
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "type": "trades",
+            "topic": self.topic.name,
+            "symbol": self.topic.symbol,
+            "event_time": self.event_time,
+            "trades": [
+                {
+                    "id": t.agg_id,
+                    "price": t.price,
+                    "qty": t.quantity,
+                    "time": t.trade_time,
+                    "side": t.side,
+                }
+                for t in self.trades
+            ],
+        }

@@ -36,7 +36,7 @@ from starlette.routing import Route
 from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
-from app.server import Server
+from app.server import Server, uvicorn_config
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,8 +170,8 @@ class Stack:
     async def _serve(
         self, app: Any, sock: socket.socket
     ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-        config = uvicorn.Config(
-            app, log_level="warning", timeout_graceful_shutdown=1, log_config=None
+        config = uvicorn_config(
+            app, self.settings, log_level="warning", timeout_graceful_shutdown=1
         )
         # Our app gets our Server (streams end at once on stop); the host-page app needs none.
         server = Server(
