@@ -104,8 +104,12 @@ class Settings:
     )
     render_interval: float = _setting(
         0.2,
-        "least seconds between two renders of one panel (the book alone arrives 10 times a "
-        "second); 0 renders every update",
+        "least seconds between two renders of a price card or chart; 0 renders every update",
+    )
+    table_render_interval: float = _setting(
+        0.5,
+        "least seconds between two renders of an order book or trade tape (each resends its "
+        "whole table; the book arrives 10 times a second); 0 renders every update",
     )
     shutdown_timeout: float = _setting(
         1.0, "seconds open connections get to close at shutdown before they are cut"
@@ -133,6 +137,7 @@ class Settings:
             "backoff_max",
             "control_rate",
             "render_interval",
+            "table_render_interval",
         ):
             if getattr(self, name) < 0 or (name == "control_rate" and self.control_rate == 0):
                 raise SettingsError(f"{name} must be positive")

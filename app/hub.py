@@ -488,7 +488,7 @@ class Hub:
     def _changed(self, entry: _Entry) -> None:
         """A panel changed: publish now, or once `render_interval` has passed since its last
         render (leading and trailing edge: a lone update goes out at once, a burst as one)."""
-        interval = self.settings.render_interval
+        interval: float = getattr(self.settings, entry.panel.render_interval_setting)
         if interval <= 0:
             self._publish(entry)
             return

@@ -27,6 +27,7 @@ class BookPanel(Panel):
     template = "book"
     own_streams_are_steady = True
     binance_time = False
+    render_interval_setting = "table_render_interval"
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         super().__init__(topic, info)

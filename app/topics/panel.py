@@ -49,6 +49,8 @@ class Panel(ABC):
     # True where `event_time` is Binance's `E` (the book's is when we received it), so the
     # update latency can be measured from it.
     binance_time: ClassVar[bool] = True
+    # The setting that limits how often this panel is rendered (seconds between renders).
+    render_interval_setting: ClassVar[str] = "render_interval"
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         self.topic = topic

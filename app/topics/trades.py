@@ -24,6 +24,7 @@ AGG_TRADES_TTL = 2.0
 
 class TradesPanel(Panel):
     template = "trades"
+    render_interval_setting = "table_render_interval"
 
     def __init__(self, topic: Topic, info: SymbolInfo | None) -> None:
         super().__init__(topic, info)
