@@ -1,10 +1,15 @@
-"""The two comparison servers, run as `python -m bench.contenders floor|common --port P ...`.
+"""The comparison servers, run as `python -m bench.contenders floor|wsfloor|common --port P ...`.
 
 - floor: a bare ASGI callable with no framework in between. It receives the same upstream,
   renders each update once (with pricestream's own parser, price panel, template and template
   arguments), and hands the same SSE bytes to every viewer: a latest-value slot per symbol and a
   wake-up flag per viewer, one send per wake-up. It is what this design costs with nothing else
   on top.
+- wsfloor: the same for WebSocket clients. A bare ASGI callable that takes a client's
+  `subscribe` message, answers `subscribed` and `status` as pricestream does, encodes each
+  update's `price` message once (pricestream's JSON: the panel's data with msgspec) and hands
+  the same text to every client of the symbol: a latest-value slot per symbol and a wake-up flag
+  per client, then one `websocket.send` per message, as ASGI allows no other way.
 - common: what people usually write. Starlette + sse-starlette, an unbounded asyncio.Queue per
   viewer, and a template render per viewer per update (the panel's template arguments are worked
   out once per update, so every viewer's bytes are the same as pricestream's).
@@ -19,6 +24,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import uvicorn
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
@@ -32,12 +38,16 @@ from app.config import Settings
 from app.market import Message, ParseError, parse
 from app.render import Renderer, sse_event
 from app.rest import Rest
+from app.server import uvicorn_config
 from app.simulation import MARKET
 from app.symbols import SymbolDirectory
 from app.topics.key import Topic
 from app.topics.price import PricePanel
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
+# What pricestream says about a live upstream, and how it encodes messages.
+LIVE = '{"type":"status","state":"live"}'
+_json = msgspec.json.Encoder()
 
 
 class Market:
@@ -177,6 +187,108 @@ class Floor:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+class _Client:
+    __slots__ = ("closed", "pending", "replies", "wake")
+
+    def __init__(self) -> None:
+        self.pending: dict[str, str] = {}  # symbol -> its newest message
+        self.replies: list[str] = []  # answers to the client's own messages, in order
+        self.wake = asyncio.Event()
+        self.closed = False
+
+
+class WsFloor:
+    """The bare ASGI floor for WebSocket clients of price messages."""
+
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self.clients: dict[str, set[_Client]] = {s: set() for s in market.symbols}
+        self.latest: dict[str, str] = {}  # symbol -> its newest message, encoded once
+        self.task: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await self.client(receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.market.load()
+                self.task = asyncio.create_task(self.feed())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.task is not None:
+                    self.task.cancel()
+                for clients in self.clients.values():
+                    for c in clients:
+                        c.closed = True
+                        c.wake.set()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def feed(self) -> None:
+        async for panel in self.market.changes():
+            symbol = panel.topic.symbol
+            text = _json.encode({**panel.data(), "stale": False}).decode()
+            self.latest[symbol] = text
+            for c in self.clients[symbol]:
+                c.pending[symbol] = text
+                c.wake.set()
+
+    def subscribe(self, c: _Client, text: str) -> None:
+        """A `subscribe` message: the answer first, then the current price of each symbol."""
+        request = msgspec.json.decode(text)
+        symbols = [s for s in request.get("symbols", []) if s in self.clients]
+        for symbol in symbols:
+            self.clients[symbol].add(c)
+            if symbol in self.latest:
+                c.pending[symbol] = self.latest[symbol]
+        mine = [s for s, clients in self.clients.items() if c in clients]
+        topics = [f"price:{s}" for s in mine]
+        c.replies.append(
+            _json.encode({"type": "subscribed", "symbols": mine, "topics": topics}).decode()
+        )
+        c.wake.set()
+
+    async def client(self, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        c = _Client()
+        c.replies.append(LIVE)  # as pricestream, the upstream's state comes first
+        c.wake.set()
+
+        async def read() -> None:
+            while (message := await receive())["type"] == "websocket.receive":
+                if message.get("text"):
+                    self.subscribe(c, message["text"])
+            c.closed = True
+            c.wake.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                await c.wake.wait()
+                c.wake.clear()
+                if c.closed:
+                    break
+                batch, c.replies = c.replies, []
+                batch += c.pending.values()
+                c.pending.clear()
+                for text in batch:
+                    await send({"type": "websocket.send", "text": text})
+        except OSError:
+            pass  # uvicorn's ClientDisconnected: the client left mid-send
+        finally:
+            for clients in self.clients.values():
+                clients.discard(c)
+            reader.cancel()
+            await asyncio.wait([reader])
+
+
 def common_app(market: Market) -> Starlette:
     """Starlette + sse-starlette, a queue per viewer, a render per viewer per update."""
     # What each viewer's queue holds: the panel and its template arguments at that update.
@@ -215,22 +327,19 @@ def common_app(market: Market) -> Starlette:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["floor", "common"])
+    parser.add_argument("kind", choices=["floor", "wsfloor", "common"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--rest", required=True)
     parser.add_argument("--symbols", type=int, default=10)
     args = parser.parse_args()
     market = Market(args.upstream, args.rest, [m[0] for m in MARKET[: args.symbols]])
-    app: Any = Floor(market) if args.kind == "floor" else common_app(market)
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        timeout_graceful_shutdown=1,
-        backlog=4096,
-    )
+    apps = {"floor": Floor, "wsfloor": WsFloor, "common": common_app}
+    app: Any = apps[args.kind](market)
+    # pricestream's own uvicorn settings (backlog, WebSocket pings, no deflate, frame limit),
+    # with the same automatic choices: httptools, uvloop, websockets' sans-I/O protocol.
+    settings = Settings(host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn_config(app, settings)).run()
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""Load generator: holds N SSE viewers on one URL and measures what they receive.
+"""Load generator: holds N SSE viewers, or N WebSocket clients, and measures what they receive.
 
-Run as `python -m bench.load --port P --path /sse?topics=... --viewers N --seconds D`. It
-connects every viewer, prints `ready <seconds to connect> <viewers without data>`, waits for a
-line on stdin, measures for D seconds, then writes a JSON report to --out: timed events, bytes,
-latency histograms, viewers dropped, its own CPU.
-An event's latency is its arrival time minus the `data-event-time` of the fragment's root element;
-events whose root carries none (status, "loading") are not timed. Bytes are everything read from
-the socket (HTTP chunk framing included). Two ways of reading, whatever the event names:
+Run as `python -m bench.load --port P --path /sse?topics=... --viewers N --seconds D` (SSE), or
+with `--path /ws/price --ws BTCUSDT,ETHUSDT` (WebSocket clients, each subscribing to those
+symbols). It connects every viewer, prints `ready <seconds to connect> <viewers without data>`,
+waits for a line on stdin, measures for D seconds, then writes a JSON report to --out: timed
+events, bytes, latency histograms, viewers dropped, its own CPU.
+An SSE event's latency is its arrival time minus the `data-event-time` of the fragment's root
+element; events whose root carries none (status, "loading") are not timed. Bytes are everything
+read from the socket (HTTP chunk framing, WebSocket frame headers included). Two ways of reading
+SSE, whatever the event names:
 
 - by default, the cheapest that is exact for price cards, whose root holds the fragment's only
   `data-event-time`: every such attribute is one timed event. The fan-out scenarios need this:
@@ -15,17 +17,23 @@ the socket (HTTP chunk framing included). Two ways of reading, whatever the even
   the root element's event time only, and events, bytes and latency per kind of event (`price`,
   `book`, ...). About twice the cost per event; the market scenario sends few, large events.
 
-Viewers are plain asyncio protocols (no HTTP client library), so one process can hold thousands
-and count hundreds of thousands of events a second; the JSON says how busy it was, so a run can
-tell when the load generator, not the server, was the limit.
+A WebSocket client (`--ws`) walks the frames' headers (answering the server's pings, as a client
+must) and counts each complete message with an `"event_time":<ms>` as one timed event: the
+`price` messages, timed by Binance's event time; `subscribed` and `status` are not timed.
+
+Viewers are plain asyncio protocols (no HTTP or WebSocket client library), so one process can
+hold thousands and count hundreds of thousands of events a second; the JSON says how busy it was,
+so a run can tell when the load generator, not the server, was the limit.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import functools
 import json
+import os
 import re
 import sys
 import time
@@ -51,6 +59,12 @@ SAMPLES = 4
 # How long the viewers may take to connect and see a first timed event before they count as
 # failed.
 CONNECT_TIMEOUT = 60.0
+# A timed WebSocket message: pricestream's and the floor's JSON, as msgspec writes it (no spaces).
+JSON_EVENT_TIME = re.compile(rb'"event_time":(\d+)')
+# WebSocket opcodes (RFC 6455, 5.2) a client must act on.
+TEXT, PING, PONG = 0x1, 0x9, 0xA
+# Any 16 bytes will do (RFC 6455, 4.1): the client trusts the server it was pointed at.
+WS_KEY = base64.b64encode(b"pricestream-load").decode()
 
 
 def kind(name: bytes) -> str:
@@ -177,21 +191,102 @@ class KindViewer(Viewer):
         self.tail = buf[len(buf) - keep :]
 
 
-async def run(port: int, path: str, viewers: int, seconds: float, kinds: bool) -> dict[str, object]:
+class WsClient(Viewer):
+    """One WebSocket client: the handshake, one subscribe message, then every frame's header
+    walked (pings answered) and each complete `price` message counted and timed."""
+
+    def __init__(
+        self, request: bytes, subscribe: bytes, stats: Stats, first: asyncio.Future[None]
+    ) -> None:
+        super().__init__(request, stats, first)
+        self.subscribe = subscribe
+        self.open = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        stats = self.stats
+        if stats.measuring:
+            stats.bytes += len(data)
+        buf = self.tail + data if self.tail else data
+        pos = 0
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.tail = buf
+                return
+            assert self.transport is not None
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.transport.close()  # refused: connection_lost tells the runner
+                return
+            self.open = True
+            self.transport.write(self.subscribe)
+            pos = end + 4
+        start, size = pos, len(buf)
+        # Server frames are never masked: a header of 2, 4 or 10 bytes, then the payload.
+        while pos + 2 <= size:
+            length, head = buf[pos + 1] & 0x7F, 2
+            if length == 126:
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4]), 4
+            elif length == 127:
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10]), 10
+            end = pos + head + length
+            if end > size:
+                break  # the rest of this frame comes with the next read
+            if buf[pos] & 0x0F == PING:
+                assert self.transport is not None
+                self.transport.write(client_frame(PONG, buf[pos + head : end]))
+            pos = end
+        times = JSON_EVENT_TIME.findall(buf, start, pos)
+        if times:
+            if stats.measuring:
+                self.record(times)
+            if not self.first.done():
+                self.first.set_result(None)
+        self.tail = buf[pos:]
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A final frame as a client must send it: masked (RFC 6455, 5.3), payload under 64 KiB."""
+    mask = os.urandom(4)
+    size = len(payload)
+    head = bytes([0x80 | opcode])
+    head += bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + size.to_bytes(2)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_request(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def run(
+    port: int, path: str, viewers: int, seconds: float, kinds: bool, ws: list[str] | None
+) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     stats = Stats()
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-    )
+    protocol: Callable[[asyncio.Future[None]], asyncio.Protocol]
+    if ws is not None:
+        subscribe = json.dumps({"type": "subscribe", "symbols": ws}).encode()
+        protocol = functools.partial(
+            WsClient, ws_request(path), client_frame(TEXT, subscribe), stats
+        )
+    else:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+        protocol = functools.partial(KindViewer if kinds else Viewer, request.encode(), stats)
     started = time.monotonic()
     firsts = []
     transports = []
     for i in range(viewers):
         first: asyncio.Future[None] = loop.create_future()
         transport, _ = await loop.create_connection(
-            functools.partial(KindViewer if kinds else Viewer, request, stats, first),
-            "127.0.0.1",
-            port,
+            functools.partial(protocol, first), "127.0.0.1", port
         )
         transports.append(transport)
         firsts.append(first)
@@ -254,7 +349,13 @@ def main() -> None:
     parser.add_argument(
         "--kinds", action="store_true", help="parse each event: totals per kind of event"
     )
+    parser.add_argument(
+        "--ws",
+        default=None,
+        help="WebSocket clients instead, each subscribing to these symbols (comma-separated)",
+    )
     args = parser.parse_args()
+    ws = args.ws.split(",") if args.ws else None
     factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     try:
         import uvloop  # a faster loop, so the load generator stays out of the way
@@ -263,7 +364,7 @@ def main() -> None:
     except ImportError:
         pass
     with asyncio.Runner(loop_factory=factory) as runner:
-        result = runner.run(run(args.port, args.path, args.viewers, args.seconds, args.kinds))
+        result = runner.run(run(args.port, args.path, args.viewers, args.seconds, args.kinds, ws))
     # A file, not stdout: a report of 100 KB through a pipe was seen cut short.
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))

@@ -1,17 +1,24 @@
-"""The fan-out benchmark: pricestream against the floor and the common approach, same run.
+"""The fan-out benchmark: pricestream against the floors and the common approach, same run.
 
-    python -m bench.run                      # every scenario, about fifteen minutes
+    python -m bench.run                      # every scenario, about twenty minutes
     python -m bench.run --scenarios 100x100 1000x1000 market1000 --seconds 10
+    python -m bench.run --scenarios ws1000x1000 mixed1000
 
-Two kinds of scenario:
+Four kinds of scenario:
 
 - `NxR` (fan-out): N viewers of /sse?symbols= with K symbols each, R trades a second over them.
   pricestream runs with `--render-interval 0`, so it renders every update once, as the floor
   does: the comparison is the cost of fan-out.
+- `wsNxR` (WebSocket fan-out): the same with N WebSocket clients of /ws/price, each subscribing
+  to the K symbols, against the WebSocket floor (`wsfloor`); pricestream encodes every update's
+  JSON once, as the floor does.
+- `mixedN` (or `mixedNxR`; R defaults to `MIXED_RATE`): N WebSocket clients and N SSE viewers
+  of the same K symbols at once, on one pricestream process with `--render-interval 0`; each
+  transport is reported on its own row (the server's CPU is the whole process's).
 - `marketN`: N viewers of one symbol's market page, /sse?topics=price,chart,book,trades of
   BTCUSDT, under a busy upstream (`MARKET_RATE` trades a second, the book ten times a second,
   the 1m candle every 2 s, the ticker every second). pricestream runs with its default render
-  interval, as shipped. Only pricestream runs it: the floor and the common contender know
+  intervals, as shipped. Only pricestream runs it: the floor and the common contender know
   price cards only.
 
 For each scenario and each contender, it starts a fresh upstream (bench/feed.py) and server,
@@ -45,8 +52,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # One load process per this many viewers: enough processes that none of them is saturated.
 VIEWERS_PER_LOAD = 2500
-CONTENDERS = ("pricestream", "floor", "common")
-SCENARIOS = ("100x100", "100x1000", "1000x100", "1000x1000", "5000x10", "market1000")
+CONTENDERS = ("pricestream", "floor", "wsfloor", "common")
+SCENARIOS = (
+    "100x100",
+    "100x1000",
+    "1000x100",
+    "1000x1000",
+    "5000x10",
+    "market1000",
+    "ws1000x1000",
+    "mixed1000",
+)
+# The mixed scenario's updates a second, the rate its target is stated at.
+MIXED_RATE = 100
 # The market scenario's trades a second on its one symbol: a busy hour on BTCUSDT.
 MARKET_RATE = 200
 MARKET_SYMBOL = "BTCUSDT"
@@ -56,34 +74,58 @@ MARKET_TOPICS = (
     f"book:{MARKET_SYMBOL}",
     f"trades:{MARKET_SYMBOL}",
 )
-# Contenders that can serve the market scenario (the others know price cards only).
-MARKET_CONTENDERS = ("pricestream",)
+# Who runs each kind of scenario: the floors and the common contender know price cards only,
+# and each floor one transport.
+KIND_CONTENDERS = {
+    "sse": ("pricestream", "floor", "common"),
+    "ws": ("pricestream", "wsfloor"),
+    "market": ("pricestream",),
+    "mixed": ("pricestream",),
+}
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """What one measurement runs: a fan-out `NxR` or a market page `marketN`."""
+    """What one measurement runs: a fan-out `NxR` or `wsNxR`, a market page `marketN`, or
+    both transports at once, `mixedN`."""
 
     name: str
-    viewers: int
+    kind: str  # "sse", "ws", "market" or "mixed"
+    viewers: int  # per transport
     rate: int
     symbols: int
 
     @property
     def market(self) -> bool:
-        return self.name.startswith("market")
+        return self.kind == "market"
 
     @classmethod
     def parse(cls, name: str, symbols: int) -> Scenario:
         if name.startswith("market"):
-            return cls(name, int(name.removeprefix("market")), MARKET_RATE, 1)
-        n, r = (int(x) for x in name.split("x"))
-        return cls(name, n, r, symbols)
+            return cls(name, "market", int(name.removeprefix("market")), MARKET_RATE, 1)
+        kind, rest = "sse", name
+        for prefix in ("ws", "mixed"):
+            if name.startswith(prefix):
+                kind, rest = prefix, name.removeprefix(prefix)
+        if kind == "mixed" and "x" not in rest:
+            rest += f"x{MIXED_RATE}"
+        n, r = (int(x) for x in rest.split("x"))
+        return cls(name, kind, n, r, symbols)
 
-    def path(self) -> str:
+    def contenders(self) -> tuple[str, ...]:
+        return KIND_CONTENDERS[self.kind]
+
+    def transports(self) -> tuple[str, ...]:
+        return {"ws": ("ws",), "mixed": ("sse", "ws")}.get(self.kind, ("sse",))
+
+    def load_args(self, transport: str) -> list[str]:
+        """bench.load's arguments for this scenario's viewers of `transport`."""
+        symbols = ",".join(m[0] for m in MARKET[: self.symbols])
+        if transport == "ws":
+            return ["--path", "/ws/price", "--ws", symbols]
         if self.market:
-            return "/sse?topics=" + ",".join(MARKET_TOPICS)
-        return "/sse?symbols=" + ",".join(m[0] for m in MARKET[: self.symbols])
+            return ["--path", "/sse?topics=" + ",".join(MARKET_TOPICS), "--kinds"]
+        return ["--path", "/sse?symbols=" + symbols]
 
 
 @dataclass
@@ -112,6 +154,9 @@ class Result:
     kinds: dict[str, list[float]] = field(default_factory=dict)
     # Per kind of event: [p50, p99] latency in ms.
     kind_latency: dict[str, list[float]] = field(default_factory=dict)
+    # Added with the WebSocket scenarios: whose numbers these are (in `mixed`, each transport
+    # has its row; the server's CPU and RSS are the whole process's).
+    transport: str = "sse"
 
     @property
     def group(self) -> str:
@@ -177,9 +222,9 @@ def measure(
     seconds: float,
     others: set[int],
     profile: Path | None = None,
-) -> Result:
+) -> list[Result]:
+    """One contender in one scenario: a Result per transport the scenario's viewers use."""
     python = sys.executable
-    viewers, rate = scenario.viewers, scenario.rate
     mode = "market" if scenario.market else "fanout"
     feed = subprocess.Popen(
         [
@@ -189,7 +234,7 @@ def measure(
             "--mode",
             mode,
             "--rate",
-            str(rate),
+            str(scenario.rate),
             "--symbols",
             str(scenario.symbols),
         ],
@@ -228,7 +273,8 @@ def measure(
                 "600",
             ]
             if not scenario.market:
-                # Every update rendered once, as the floor does: fan-out against fan-out.
+                # Every update rendered (and encoded) once, as the floors do: fan-out against
+                # fan-out.
                 cmd += ["--render-interval", "0"]
         else:
             cmd = [
@@ -250,28 +296,27 @@ def measure(
         wait_port(port)
         time.sleep(0.5)
         rss_idle = rss_bytes(server.pid)
-        loads: list[subprocess.Popen[str]] = []
-        left = viewers
-        while left > 0:
-            n = min(left, VIEWERS_PER_LOAD)
-            left -= n
-            loads.append(
-                subprocess.Popen(
+        loads: list[tuple[str, subprocess.Popen[str]]] = []
+        for transport in scenario.transports():
+            left = scenario.viewers
+            while left > 0:
+                n = min(left, VIEWERS_PER_LOAD)
+                left -= n
+                out = reports_dir / f"load-{len(loads)}.json"
+                load = subprocess.Popen(
                     [
                         python,
                         "-m",
                         "bench.load",
                         "--port",
                         str(port),
-                        "--path",
-                        scenario.path(),
                         "--viewers",
                         str(n),
                         "--seconds",
                         str(seconds),
                         "--out",
-                        str(reports_dir / f"load-{len(loads)}.json"),
-                        *(["--kinds"] if scenario.market else []),
+                        str(out),
+                        *scenario.load_args(transport),
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -279,49 +324,55 @@ def measure(
                     preexec_fn=pin(others),
                     cwd=ROOT,
                 )
-            )
-        procs.extend(loads)
-        ready = [p.stdout.readline().split() for p in loads if p.stdout is not None]
-        connect_seconds = max(float(r[1]) for r in ready)
-        failed = sum(int(r[2]) for r in ready)
+                loads.append((transport, load))
+                procs.append(load)
+        ready: dict[str, list[list[str]]] = {}
+        for transport, p in loads:
+            assert p.stdout is not None
+            ready.setdefault(transport, []).append(p.stdout.readline().split())
         time.sleep(1.0)  # warm-up: every viewer has its snapshot and the rate is steady
         cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        profiler = None
         if profile is not None:
             # py-spy samples from outside the process (100 Hz), so the profile costs the
             # server little; "raw" is the collapsed-stack format flame graph tools read.
             profile.mkdir(parents=True, exist_ok=True)
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "--pid",
-                        str(server.pid),
-                        "--duration",
-                        str(int(seconds)),
-                        "--format",
-                        "raw",
-                        "--nonblocking",
-                        "-o",
-                        str(profile / f"{contender}-{scenario.name}.txt"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    preexec_fn=pin(others),
-                )
+            profiler = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(int(seconds)),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-o",
+                    str(profile / f"{contender}-{scenario.name}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=pin(others),
             )
-        for p in loads:
+            procs.append(profiler)
+        for _, p in loads:
             assert p.stdin is not None
             p.stdin.write("go\n")
             p.stdin.flush()
-        reports = []
-        for i, p in enumerate(loads):
+        reports: dict[str, list[dict[str, Any]]] = {}
+        for i, (transport, p) in enumerate(loads):
             p.communicate(timeout=seconds + 120)
             if p.returncode != 0:
                 raise RuntimeError(f"a load process for {contender} {scenario.name} failed")
-            reports.append(json.loads((reports_dir / f"load-{i}.json").read_text()))
+            report = json.loads((reports_dir / f"load-{i}.json").read_text())
+            reports.setdefault(transport, []).append(report)
         cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
         rss = rss_bytes(server.pid)
+        if profiler is not None:
+            # It writes its file only when its duration is over, which may be just after the
+            # load processes'; stopping it earlier would lose the profile.
+            profiler.wait(30)
     finally:
         # Viewers first, then the server, then its upstream, so nobody logs the others leaving.
         for p in reversed(procs):
@@ -330,6 +381,32 @@ def measure(
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+    connections = scenario.viewers * len(scenario.transports())
+    return [
+        _result(
+            contender,
+            scenario,
+            transport,
+            reports[transport],
+            ready[transport],
+            server_cpu=100 * cpu / wall,
+            rss_per_viewer_kib=(rss - rss_idle) / connections / 1024,
+            rss_mib=rss / 2**20,
+        )
+        for transport in scenario.transports()
+    ]
+
+
+def _result(
+    contender: str,
+    scenario: Scenario,
+    transport: str,
+    reports: list[dict[str, Any]],
+    ready: list[list[str]],
+    **server: float,
+) -> Result:
+    """One transport's numbers: its load processes' reports added up, beside the server's."""
+    viewers, rate = scenario.viewers, scenario.rate
     histogram: dict[int, int] = {}
     late: dict[int, int] = {}
     for r in reports:
@@ -362,11 +439,8 @@ def measure(
         p99=percentile(histogram, 0.99),
         p99_late=percentile(late, 0.99),
         max=max(histogram, default=0) * 0.1,
-        server_cpu=100 * cpu / wall,
-        rss_per_viewer_kib=(rss - rss_idle) / viewers / 1024,
-        rss_mib=rss / 2**20,
-        connect_seconds=connect_seconds,
-        failed=failed,
+        connect_seconds=max(float(r[1]) for r in ready),
+        failed=sum(int(r[2]) for r in ready),
         dropped=sum(r["dropped"] for r in reports),
         load_cpu=max(r["cpu_percent"] for r in reports),
         scenario=scenario.name,
@@ -375,6 +449,8 @@ def measure(
         kind_latency={
             name: [percentile(h, 0.5), percentile(h, 0.99)] for name, h in sorted(by_kind.items())
         },
+        transport=transport,
+        **server,
     )
 
 
@@ -400,12 +476,15 @@ def table(results: list[Result]) -> str:
     for group in dict.fromkeys(x.group for x in results):
         measured = [x for x in results if x.group == group]
         rows = [
-            median_of([x for x in measured if x.contender == c])
-            for c in dict.fromkeys(x.contender for x in measured)
+            median_of([x for x in measured if (x.contender, x.transport) == row])
+            for row in dict.fromkeys((x.contender, x.transport) for x in measured)
         ]
         rounds = len(measured) // len(rows)
-        if group.startswith("market"):
+        kind = Scenario.parse(group, 0).kind
+        if kind == "market":
             lines.append(market_table(rows, rounds))
+        elif kind == "mixed":
+            lines.append(mixed_table(rows, rounds))
         else:
             lines.append(fanout_table(rows, rounds))
     return "\n".join(lines)
@@ -417,9 +496,10 @@ def _rounds(rounds: int) -> str:
 
 def fanout_table(rows: list[Result], rounds: int) -> str:
     n, r = rows[0].viewers, rows[0].rate
-    floor = next((x for x in rows if x.contender == "floor"), None)
+    floor = next((x for x in rows if x.contender in ("floor", "wsfloor")), None)
+    who = "WebSocket clients" if rows[0].transport == "ws" else "viewers"
     lines = [
-        f"\n### N={n} viewers, R={r} updates/s (expected {n * r:,} events/s){_rounds(rounds)}\n",
+        f"\n### N={n} {who}, R={r} updates/s (expected {n * r:,} events/s){_rounds(rounds)}\n",
         "| contender | delivered ev/s | vs floor | p50 ms | p90 ms | p99 ms | max ms "
         "| p99 2nd half ms | server CPU % | CPU µs/event | KB/viewer/s | RSS/viewer KiB "
         "| connect s | not connected | dropped | load CPU % |",
@@ -433,6 +513,29 @@ def fanout_table(rows: list[Result], rounds: int) -> str:
             f"| {x.cpu_per_event_us:.1f} | {x.bytes_per_viewer_s / 1000:.1f} "
             f"| {x.rss_per_viewer_kib:.1f} | {x.connect_seconds:.1f} "
             f"| {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def mixed_table(rows: list[Result], rounds: int) -> str:
+    n, r = rows[0].viewers, rows[0].rate
+    total = sum(x.delivered for x in rows)
+    lines = [
+        f"\n### Mixed: N={n} WebSocket clients and N={n} SSE viewers on one process, "
+        f"R={r} updates/s (expected {n * r:,} events/s per transport){_rounds(rounds)}\n",
+        "| transport | delivered ev/s | of expected | p50 ms | p90 ms | p99 ms | max ms "
+        "| p99 2nd half ms | server CPU % (both) | CPU µs/event (both) | KB/viewer/s "
+        "| RSS/viewer KiB (both) | connect s | not connected | dropped | load CPU % |",
+        "|---|" + "---:|" * 15,
+    ]
+    for x in rows:
+        per_event = x.server_cpu / 100 / total * 1e6 if total else float("nan")
+        lines.append(
+            f"| {x.contender} {x.transport} | {x.delivered:,.0f} "
+            f"| {x.delivered / x.expected:.3f} | {x.p50:.1f} | {x.p90:.1f} | {x.p99:.1f} "
+            f"| {x.max:.0f} | {x.p99_late:.1f} | {x.server_cpu:.0f} | {per_event:.1f} "
+            f"| {x.bytes_per_viewer_s / 1000:.1f} | {x.rss_per_viewer_kib:.1f} "
+            f"| {x.connect_seconds:.1f} | {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
         )
     return "\n".join(lines)
 
@@ -480,10 +583,17 @@ def main() -> None:
         "--scenarios",
         nargs="*",
         default=list(SCENARIOS),
-        help="NxR (viewers x updates a second, fan-out) or marketN (N market-page viewers); "
-        "default: all",
+        help="NxR (viewers x updates a second, fan-out), wsNxR (the same with WebSocket "
+        "clients), marketN (N market-page viewers) or mixedN[xR] (N of each transport at "
+        "once); default: all",
     )
-    parser.add_argument("--contenders", nargs="*", default=list(CONTENDERS))
+    parser.add_argument(
+        "--contenders",
+        nargs="*",
+        default=list(CONTENDERS),
+        help="each scenario runs those of these that serve it: the floor and common SSE "
+        "fan-out, wsfloor WebSocket fan-out, pricestream all",
+    )
     parser.add_argument("--symbols", type=int, default=10, help="K, symbols per viewer")
     parser.add_argument("--seconds", type=float, default=10, help="measuring window")
     parser.add_argument(
@@ -508,21 +618,23 @@ def main() -> None:
     results: list[Result] = []
     for name in args.scenarios:
         scenario = Scenario.parse(name, args.symbols)
-        contenders = [c for c in args.contenders if not scenario.market or c in MARKET_CONTENDERS]
+        contenders = [c for c in args.contenders if c in scenario.contenders()]
         # Each round starts with the next contender, so a machine that drifts during a round
         # does not always favour the same one; the tables show medians over the rounds.
         rounds = [contenders[i:] + contenders[:i] for i in range(args.repeat)]
         for contender in (c for order in rounds for c in order):
-            result = measure(contender, scenario, args.seconds, others, args.profile)
-            print(
-                f"{contender:12} {name:>10}: {result.delivered:10,.0f} ev/s "
-                f"p99 {result.p99:8.1f} ms  cpu {result.server_cpu:4.0f}%  "
-                f"{result.bytes_per_viewer_s / 1000:7.1f} KB/viewer/s  "
-                f"load cpu {result.load_cpu:4.0f}%",
-                file=sys.stderr,
-                flush=True,
-            )
-            results.append(result)
+            measured = measure(contender, scenario, args.seconds, others, args.profile)
+            for result in measured:
+                print(
+                    f"{contender:12} {result.transport:3} {name:>11}: "
+                    f"{result.delivered:10,.0f} ev/s p99 {result.p99:8.1f} ms  "
+                    f"cpu {result.server_cpu:4.0f}%  "
+                    f"{result.bytes_per_viewer_s / 1000:7.1f} KB/viewer/s  "
+                    f"load cpu {result.load_cpu:4.0f}%",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            results += measured
             # Written after every measurement, so a run cut short keeps what it measured.
             saved.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     print(

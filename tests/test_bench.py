@@ -1,4 +1,5 @@
-"""The benchmark still runs end to end (tiny load; the numbers themselves live in docs/)."""
+"""The benchmark still runs end to end, both transports (tiny load; the numbers themselves live
+in docs/)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,16 @@ def test_the_market_scenario_runs_pricestream_alone() -> None:
     # The chart changes every 2 s, so a short window may book none of its events.
     assert {"price", "book", "trades"} <= kinds.keys(), out
     assert all(float(kinds[k]) > 0 for k in ("price", "book", "trades")), out
+
+
+def test_the_websocket_scenarios_run() -> None:
+    out = bench("--scenarios", "ws5x20", "mixed5x20", "--seconds", "1")
+    rows = re.findall(r"^\| (pricestream|wsfloor) \| ([\d,]+) \|", out, re.M)
+    assert [name for name, _ in rows] == ["pricestream", "wsfloor"], out
+    # One pricestream process serving both transports, a row each.
+    mixed = re.findall(r"^\| pricestream (sse|ws) \| ([\d,]+) \|", out, re.M)
+    assert [transport for transport, _ in mixed] == ["sse", "ws"], out
+    for name, delivered in rows + mixed:
+        # 5 clients, 20 updates a second: about 100 price messages a second; as above, only
+        # "it flows" is asserted.
+        assert int(delivered.replace(",", "")) > 20, (name, out)
