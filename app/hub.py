@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -84,6 +84,7 @@ class Subscriber:
         "events_out",
         "owner",
         "pending",
+        "private",
         "replies",
         "sending_since",
         "topics",
@@ -101,6 +102,7 @@ class Subscriber:
         self.cut_off = False
         self.owner: asyncio.Task[object] | None = None
         self.sending_since: float | None = None
+        self.private = False  # the owner's own page: also told of fired alerts
         self.events_out = 0  # counted here when taken for sending
         self.bytes_out = 0  # counted by the stream that sends them
 
@@ -217,6 +219,7 @@ class Hub:
         self._upstream_name = "demo exchange" if settings.demo else "Binance"
         self._last_state = State.IDLE
         self._history_tasks: set[asyncio.Task[None]] = set()
+        self._listeners: dict[str, list[Callable[[Message], None]]] = {}
         self._ws_open = 0  # WebSocket sessions subscribed
         self._no_clients = asyncio.Event()  # set when the last one leaves
         self._panel_errors_logged: dict[Topic, float] = {}
@@ -442,7 +445,36 @@ class Hub:
 
     # -- upstream messages ----------------------------------------------------------------------
 
+    def listen(self, stream: str, listener: Callable[[Message], None]) -> None:
+        """Call `listener` with every message of `stream` (kept subscribed upstream until
+        `unlisten`), viewers or not: how alerts hear their symbols' trades."""
+        self._listeners.setdefault(stream, []).append(listener)
+        self.upstream.want([stream])
+
+    def unlisten(self, stream: str, listener: Callable[[Message], None]) -> None:
+        listeners = self._listeners.get(stream, [])
+        if listener in listeners:
+            listeners.remove(listener)
+            if not listeners:
+                del self._listeners[stream]
+            self.upstream.unwant([stream])
+
+    def tell_owner(self, key: str, html: str) -> None:
+        """An `alert` event to every page of the owner's now (never conflated: one slot per
+        `key`)."""
+        data = sse_event("alert", html)
+        for sub in self.subscribers:
+            if sub.private:
+                sub.push(f"alert:{key}", data)
+
     def _on_message(self, message: Message) -> None:
+        listeners = self._listeners.get(message.stream or "")
+        if listeners:
+            for listener in listeners:
+                try:
+                    listener(message)
+                except Exception:
+                    logger.exception("hub: a listener of %s failed", message.stream)
         fed = self.routes.get(message.stream or "")
         if not fed:
             return  # a late message for a stream we have just let go

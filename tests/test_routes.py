@@ -17,6 +17,7 @@ from tests.conftest import (
     MS,
     WAIT,
     LiveServer,
+    data_dir,
     eventually,
     find,
     open_sse,
@@ -253,7 +254,9 @@ async def test_vendored_scripts_are_the_pinned_releases(http: httpx.AsyncClient)
 
 
 async def test_demo_mode_labels_every_price() -> None:
-    settings = Settings(demo=True, port=0, log_level="warning", grace_period=0.2)
+    settings = Settings(
+        demo=True, port=0, log_level="warning", grace_period=0.2, data_dir=data_dir()
+    )
     async with (
         run_server(settings) as server,
         httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,

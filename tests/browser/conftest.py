@@ -37,6 +37,7 @@ from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
 from app.server import Server, uvicorn_config
+from tests.conftest import data_dir
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,6 +240,7 @@ def demo_settings(**overrides: Any) -> Settings:
         "stall_timeout": 2.0,
         "backoff_initial": 0.2,
         "backoff_max": 1.0,
+        "data_dir": data_dir(),
     }
     values.update(overrides)
     return Settings(**values)
