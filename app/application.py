@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> Starlette:
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
             metrics = registry(hub, limits, rest, directory)
             # Also on app.state, for tests and tools that look inside a running server.
-            app.state.hub, app.state.limits = hub, limits
+            app.state.hub, app.state.limits, app.state.store = hub, limits, store
             yield {
                 "hub": hub,
                 "directory": directory,

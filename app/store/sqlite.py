@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,7 +85,7 @@ def open_store(folder: str) -> SQLiteStore:
             "choose another with --data-dir"
         ) from None
     path = data_dir / FILENAME
-    if not os.access(data_dir, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not _writable(data_dir) or (path.exists() and not os.access(path, os.W_OK)):
         raise StoreError(
             f"the data folder {str(data_dir)!r} is read-only; pricestream keeps alerts and the "
             "portfolio there: make it writable, or choose another with --data-dir"
@@ -109,6 +110,16 @@ def open_store(folder: str) -> SQLiteStore:
             "aside to start afresh, or restore it from a backup"
         ) from None
     return SQLiteStore(conn, path)
+
+
+def _writable(folder: Path) -> bool:
+    """Can we make files here? Tried for real: permission bits do not tell (root, read-only
+    mounts), and SQLite needs its journal files beside the database."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
