@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from app.store.sqlite import FILENAME, SCHEMA_VERSION
 from tests.conftest import (
     WAIT,
     LiveServer,
+    data_dir,
     eventually,
     open_sse,
     run_server,
@@ -224,3 +227,197 @@ def _delivery_state(server: LiveServer) -> str | None:
     finally:
         conn.close()
     return None if row is None else str(row[0])
+
+
+async def test_the_owner_token_guards_every_private_route(exchange: DemoExchange) -> None:
+    settings = settings_for(exchange, owner_token="s3cret-token")
+    async with (
+        run_server(settings) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+    ):
+        for method, path in (
+            ("GET", "/api/v1/alerts"),
+            ("POST", "/api/v1/alerts"),
+            ("GET", "/api/v1/alerts/x"),
+            ("DELETE", "/api/v1/alerts/x"),
+            ("GET", "/api/v1/portfolio"),
+            ("PUT", "/api/v1/portfolio"),
+        ):
+            answer = await http.request(method, path, json={})
+            assert answer.status_code == 401, (method, path)
+            assert answer.text.startswith("this needs the owner")
+        wrong = await http.get("/api/v1/alerts", headers={"Authorization": "Bearer nope"})
+        assert (wrong.status_code, wrong.text) == (401, "wrong owner token")
+        bearer = {"Authorization": "Bearer s3cret-token"}
+        assert (await http.get("/api/v1/alerts", headers=bearer)).status_code == 200
+        # Price pages never need it.
+        assert (await http.get("/api/v1/quotes?symbols=BTCUSDT")).status_code == 200
+        # Pages sign in once: an HttpOnly, SameSite=Strict cookie that is not the token.
+        bad = await http.post("/signin", data={"token": "guess"})
+        assert bad.status_code == 401
+        signed = await http.post("/signin", data={"token": "s3cret-token"})
+        assert signed.status_code == 303
+        cookie = signed.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "s3cret" not in cookie
+        assert (await http.get("/api/v1/alerts")).status_code == 200  # the cookie works
+        # A write riding on the cookie from another site's page is refused (CSRF).
+        forged = await http.post(
+            "/api/v1/alerts",
+            json={"symbol": "BTCUSDT", "condition": "above", "price": "1"},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert forged.status_code == 403
+        own = await http.post(
+            "/api/v1/alerts",
+            json={"symbol": "BTCUSDT", "condition": "above", "price": "1"},
+            headers={"Origin": server.url},
+        )
+        assert own.status_code == 201
+
+
+async def test_without_a_token_only_loopback_clients_are_the_owner(
+    exchange: DemoExchange,
+) -> None:
+    # As behind a reverse proxy on this machine: uvicorn believes X-Forwarded-For from it.
+    settings = settings_for(exchange, forwarded_allow_ips="127.0.0.1")
+    async with (
+        run_server(settings) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+    ):
+        assert (await http.get("/api/v1/alerts")).status_code == 200
+        remote = await http.get("/api/v1/alerts", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert remote.status_code == 401
+        assert "start it with --owner-token (PRICESTREAM_OWNER_TOKEN)" in remote.text
+        local = await http.get("/api/v1/alerts", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert local.status_code == 200
+    # A proxy we do not trust cannot claim to be loopback for someone else.
+    untrusted = settings_for(exchange, forwarded_allow_ips="192.0.2.1")
+    async with (
+        run_server(untrusted) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+    ):
+        spoofed = await http.get("/api/v1/alerts", headers={"X-Forwarded-For": "127.0.0.1"})
+        assert spoofed.status_code == 200  # we are on loopback ourselves; the header is ignored
+        claim = await http.get("/api/v1/alerts", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert claim.status_code == 200  # ignored too: only trusted proxies are believed
+
+
+async def test_an_alert_crossed_while_the_upstream_was_down_fires_on_the_first_live_trade(
+    exchange: DemoExchange,
+) -> None:
+    settings = settings_for(exchange, backoff_initial=0.2, backoff_max=0.4)
+    async with (
+        run_server(settings) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+    ):
+        alert = (
+            await http.post(
+                "/api/v1/alerts", json={"symbol": "SOLUSDT", "condition": "below", "price": "150"}
+            )
+        ).json()
+        await eventually(lambda: "solusdt@trade" in exchange.subscriptions())
+        exchange.refuse_next(3, 503)
+        exchange.reset_connections()
+        await eventually(lambda: not exchange.peers)
+        exchange.market.instruments["SOLUSDT"].price = Decimal("140")  # fell while we were away
+        await eventually(lambda: "solusdt@trade" in exchange.subscriptions())
+        trade = exchange.trade("SOLUSDT", price="141.50")
+        await eventually(
+            lambda: (
+                server.app.state.store is not None and _alert_state(server, alert["id"]) == "fired"
+            )
+        )
+        fired = (await http.get(f"/api/v1/alerts/{alert['id']}")).json()
+        assert fired["fired_price"] == trade["p"] == "141.50000000"
+
+
+def _alert_state(server: LiveServer, alert_id: str) -> str | None:
+    conn = sqlite3.connect(server.app.state.store.path)
+    try:
+        row = conn.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _start(folder: str, port: int, upstream: DemoExchange) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRICESTREAM_")}
+    env.update(
+        PRICESTREAM_DATA_DIR=folder,
+        PRICESTREAM_PORT=str(port),
+        PRICESTREAM_UPSTREAM=upstream.ws_url,
+        PRICESTREAM_REST=upstream.rest_url,
+        PRICESTREAM_LOG_LEVEL="warning",
+        PRICESTREAM_WEBHOOK_TIMEOUT="1",
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", env=env)
+    async with httpx.AsyncClient(timeout=1) as http:
+        async with asyncio.timeout(WAIT * 2):
+            while True:
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code < 600:
+                        return proc
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+
+
+async def test_kill_9_between_firing_and_delivery_loses_nothing_and_fires_nothing_twice(
+    exchange: DemoExchange,
+) -> None:
+    folder, port = data_dir(), _free_port()
+    base = f"http://127.0.0.1:{port}"
+    async with webhook_target(["fail"]) as failing:
+        proc = await _start(folder, port, exchange)
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=WAIT) as http:
+                ids = []
+                for price in ("100", "101", "102"):
+                    answer = await http.post(
+                        "/api/v1/alerts",
+                        json={
+                            "symbol": "BNBUSDT",
+                            "condition": "above",
+                            "price": price,
+                            "webhook": failing.url,
+                        },
+                    )
+                    ids.append(answer.json()["id"])
+                await eventually(lambda: "bnbusdt@trade" in exchange.subscriptions())
+                exchange.trade("BNBUSDT", price="101.5")  # fires two of the three
+                await eventually(
+                    lambda: len({r.body["delivery_id"] for r in failing.received}) == 2
+                )
+            first_keys = {r.headers["idempotency-key"] for r in failing.received}
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            async with asyncio.timeout(WAIT):
+                await proc.wait()
+    # Restarted with the target now answering: exactly the two pending ones, with their keys.
+    async with webhook_target(["ok"], port=int(failing.url.split(":")[2].split("/")[0])) as target:
+        proc = await _start(folder, port, exchange)
+        try:
+            await eventually(lambda: len(target.received) == 2, WAIT * 2)
+            assert {r.headers["idempotency-key"] for r in target.received} == first_keys
+            async with httpx.AsyncClient(base_url=base, timeout=WAIT) as http:
+                states = {
+                    a["id"]: (a["state"], a["fired_price"], a["delivery"])
+                    for a in (await http.get("/api/v1/alerts")).json()["alerts"]
+                }
+                await eventually(lambda: "bnbusdt@trade" in exchange.subscriptions())
+                exchange.trade("BNBUSDT", price="150")  # now the third fires, and only it
+                await eventually(lambda: len(target.received) == 3, WAIT * 2)
+                await asyncio.sleep(0.3)
+                assert len(target.received) == 3
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(WAIT):
+                await proc.wait()
+    assert states[ids[0]][:2] == ("fired", "101.50000000")
+    assert states[ids[1]][:2] == ("fired", "101.50000000")
+    assert states[ids[2]] == ("armed", None, None)
