@@ -24,6 +24,7 @@ from app.demo import DemoExchange
 from app.hub import Hub
 from app.limits import ViewerLimits
 from app.metrics import registry
+from app.portfolio import PortfolioFeed
 from app.render import Renderer
 from app.rest import Rest
 from app.routes import not_found, routes
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> Starlette:
                 deliverer.wake()
 
             alerts = await stack.enter_async_context(Alerts(store, hub, fired))
+            await stack.enter_async_context(PortfolioFeed(store, directory, hub, renderer))
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
             metrics = registry(hub, limits, rest, directory)
             # Also on app.state, for tests and tools that look inside a running server.

@@ -84,6 +84,7 @@ class Subscriber:
         "events_out",
         "owner",
         "pending",
+        "portfolio",
         "private",
         "replies",
         "sending_since",
@@ -103,6 +104,7 @@ class Subscriber:
         self.owner: asyncio.Task[object] | None = None
         self.sending_since: float | None = None
         self.private = False  # the owner's own page: also told of fired alerts
+        self.portfolio = False  # the owner's portfolio page: also sent its table
         self.events_out = 0  # counted here when taken for sending
         self.bytes_out = 0  # counted by the stream that sends them
 
@@ -466,6 +468,13 @@ class Hub:
         for sub in self.subscribers:
             if sub.private:
                 sub.push(f"alert:{key}", data)
+
+    def tell_portfolio(self, html: str) -> None:
+        """The portfolio table (SSE event `portfolio`) to every open portfolio page."""
+        data = sse_event("portfolio", html)
+        for sub in self.subscribers:
+            if sub.portfolio:
+                sub.push("portfolio", data)
 
     def _on_message(self, message: Message) -> None:
         listeners = self._listeners.get(message.stream or "")

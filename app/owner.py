@@ -8,7 +8,6 @@ asset with no such pair is shown unpriced, never guessed through a third currenc
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import re
 import time
@@ -25,8 +24,8 @@ from app.alerts import Alerts
 from app.auth import COOKIE, Denied, check_owner, check_same_origin, session_value
 from app.errors import InputError
 from app.pages import directory_of, hub_of, page, plain_error, settings_of
+from app.portfolio import value_portfolio
 from app.store import Alert, Holding, Store
-from app.topics.key import price
 from app.webhooks import private_address
 
 _DECIMAL = re.compile(r"\d{1,20}(\.\d{1,20})?")
@@ -35,8 +34,6 @@ MAX_NOTE = 280
 MAX_URL = 2000
 MAX_HOLDINGS = 200
 ALERT_FIELDS = {"symbol", "condition", "price", "webhook", "note"}
-# How long valuing a portfolio waits for first prices of assets nobody was watching.
-PRICE_WAIT = 3.0
 
 
 def store_of(request: Request) -> Store:
@@ -204,52 +201,7 @@ def portfolio_input(data: dict[str, Any]) -> tuple[str, list[Holding]]:
 
 async def valued(request: Request) -> dict[str, Any]:
     """The holdings with each asset's live price and value in the quote asset, and the total."""
-    quote, holdings = await store_of(request).portfolio()
-    quote = quote or "USDT"
-    directory, hub = directory_of(request), hub_of(request)
-    symbols = {
-        h.asset: f"{h.asset}{quote}" for h in holdings if directory.info(f"{h.asset}{quote}")
-    }
-    prices = dict(
-        zip(
-            symbols,
-            await asyncio.gather(
-                *(hub.message(price(s), wait=PRICE_WAIT) for s in symbols.values())
-            ),
-            strict=True,
-        )
-    )
-    rows, total = [], Decimal(0)
-    for h in holdings:
-        if h.asset == quote:
-            value: Decimal | None = Decimal(h.amount)
-            last, change = "1", None
-        elif h.asset in prices and prices[h.asset]["price"] is not None:
-            last = prices[h.asset]["price"]
-            value = Decimal(h.amount) * Decimal(last)
-            change = prices[h.asset]["change_percent"]
-        else:
-            value, last, change = None, None, None
-        if value is not None:
-            total += value
-        rows.append(
-            {
-                "asset": h.asset,
-                "amount": h.amount,
-                "cost": h.cost,
-                "symbol": symbols.get(h.asset),
-                "price": last,
-                "value": None if value is None else str(value),
-                "change_percent": change,
-            }
-        )
-    for row in rows:
-        row["share"] = (
-            None
-            if row["value"] is None or not total
-            else str((Decimal(row["value"]) / total * 100).quantize(Decimal("0.01")))
-        )
-    return {"quote": quote, "holdings": rows, "total": str(total)}
+    return await value_portfolio(store_of(request), directory_of(request), hub_of(request))
 
 
 # -- signing in ----------------------------------------------------------------------------

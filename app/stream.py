@@ -101,8 +101,9 @@ class EventStream:
             # HEAD: the headers, and no endless body. A reader cut off for accepting nothing
             # gets no last chunk either: sending it would wait on that same full socket.
             private = is_owner(HTTPConnection(scope), settings.owner_token)
+            portfolio = query.get("portfolio") == "1"
             if scope["method"] == "HEAD" or await self.serve(
-                hub, topics, settings, receive, send, private
+                hub, topics, settings, receive, send, private, portfolio
             ):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -116,11 +117,13 @@ class EventStream:
         receive: Receive,
         send: Send,
         private: bool = False,
+        portfolio: bool = False,
     ) -> bool:
         """Send the viewer everything pending, each time the hub wakes it, until it leaves.
         False if the hub cut it off for not reading."""
         sub = hub.subscribe(topics)
         sub.private = private  # the owner's page: fired alerts are pushed to it too
+        sub.portfolio = private and portfolio
         sub.owner = asyncio.current_task()
         watcher = asyncio.create_task(_wait_for_disconnect(receive, sub))
         try:
