@@ -421,3 +421,23 @@ async def test_kill_9_between_firing_and_delivery_loses_nothing_and_fires_nothin
     assert states[ids[0]][:2] == ("fired", "101.50000000")
     assert states[ids[1]][:2] == ("fired", "101.50000000")
     assert states[ids[2]] == ("armed", None, None)
+
+
+async def test_public_pages_and_embeds_never_show_the_owners_things(exchange: DemoExchange) -> None:
+    settings = settings_for(exchange, owner_token="tok")
+    async with (
+        run_server(settings) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+    ):
+        public = (await http.get("/")).text
+        assert "alert-form" not in public and 'sse-swap="alert"' not in public
+        assert 'href="/signin"' in public
+        await http.post("/signin", data={"token": "tok"})
+        owned = (await http.get("/")).text
+        assert "alert-form" in owned and 'sse-swap="alert"' in owned
+        # Embeds live on other people's pages: never the owner's things, signed in or not.
+        embed = (await http.get("/embed/BTCUSDT")).text
+        assert "alert-form" not in embed and "/alerts" not in embed
+        assert (await http.get("/alerts")).status_code == 200
+        http.cookies.clear()
+        assert (await http.get("/alerts", follow_redirects=False)).headers["location"] == "/signin"

@@ -99,8 +99,10 @@ class Watched:
         page.on("request", self._request)
 
     def problems(self) -> list[str]:
-        """Errors, less the aborted event streams that leaving a page causes by design."""
-        return [e for e in self.errors if not ("/sse?" in e and "ERR_ABORTED" in e)]
+        """Errors, less the aborted event streams (and the icon) that leaving a page causes."""
+        return [
+            e for e in self.errors if not (("/sse?" in e or "favicon" in e) and "ERR_ABORTED" in e)
+        ]
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
