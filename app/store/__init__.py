@@ -9,8 +9,8 @@ wrong and what to do; it never overwrites a file it cannot read.
 
 from __future__ import annotations
 
+from app.store.interface import Store
 from app.store.records import Alert, Delivery, Holding, StoreError
-from app.store.sqlite import SQLiteStore as Store
 from app.store.sqlite import open_store
 
 __all__ = ["Alert", "Delivery", "Holding", "Store", "StoreError", "open_store"]
