@@ -108,6 +108,19 @@ class Subscriber:
         self.events_out = 0  # counted here when taken for sending
         self.bytes_out = 0  # counted by the stream that sends them
 
+    def was_cut_off(self, what: str, limit: float) -> bool:
+        """In the `except CancelledError` of the task that serves it: True (and the task's
+        cancellation taken back) if the hub's clock cut this reader off for accepting nothing,
+        so the task can end its response there; False for any other cancellation, which the
+        caller must re-raise."""
+        if not self.cut_off:
+            return False
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        logger.info("cut off %s whose socket accepted nothing for %g s", what, limit)
+        return True
+
     def push(self, name: str, data: Any) -> None:
         self.pending[name] = data
         self.wake.set()

@@ -138,16 +138,10 @@ class EventStream:
                 first = b""
             return True
         except asyncio.CancelledError:
-            if not sub.cut_off:
+            # Cut off by the hub's clock: end the response here (uvicorn then closes the
+            # connection) rather than fail the request.
+            if not sub.was_cut_off("a viewer", settings.send_timeout):
                 raise
-            # The hub's clock gave up on a reader that accepted nothing; end its response
-            # here (uvicorn then closes the connection) rather than fail the request.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            logger.info(
-                "cut off a viewer whose socket accepted nothing for %g s", settings.send_timeout
-            )
             return False
         finally:
             hub.unsubscribe(sub)
