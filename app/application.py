@@ -18,16 +18,20 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from app.alerts import Alerts
 from app.config import Settings
 from app.demo import DemoExchange
 from app.hub import Hub
 from app.limits import ViewerLimits
 from app.metrics import registry
+from app.portfolio import PortfolioFeed
 from app.render import Renderer
 from app.rest import Rest
 from app.routes import not_found, routes
+from app.store import Alert, open_store
 from app.stream import EventStream
 from app.symbols import SymbolDirectory
+from app.webhooks import Deliverer
 from app.ws import PATH as WS_PATH
 from app.ws import PriceSocket
 
@@ -52,6 +56,9 @@ def create_app(settings: Settings) -> Starlette:
                 logger.warning(
                     "DEMO mode: prices are simulated by a local exchange at %s", demo.ws_url
                 )
+            # Off the event loop: opening checks every page of the file.
+            store = await asyncio.to_thread(open_store, settings.data_dir)
+            stack.push_async_callback(store.aclose)
             rest = await stack.enter_async_context(Rest(effective))
             directory = SymbolDirectory(effective)
             # A slow answer must not hold start-up: past the timeout the fetch fails (logged,
@@ -60,10 +67,20 @@ def create_app(settings: Settings) -> Starlette:
             refresher = asyncio.create_task(directory.run(rest), name="symbol-refresh")
             stack.push_async_callback(_cancel, refresher)
             hub = await stack.enter_async_context(Hub(effective, directory, renderer, rest))
+            deliverer = await stack.enter_async_context(Deliverer(store, settings))
+
+            def fired(alert: Alert) -> None:
+                hub.tell_owner(
+                    alert.id, renderer.fragment("alert", alert=alert, demo=settings.demo)
+                )
+                deliverer.wake()
+
+            alerts = await stack.enter_async_context(Alerts(store, hub, fired))
+            await stack.enter_async_context(PortfolioFeed(store, directory, hub, renderer))
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
             metrics = registry(hub, limits, rest, directory)
             # Also on app.state, for tests and tools that look inside a running server.
-            app.state.hub, app.state.limits = hub, limits
+            app.state.hub, app.state.limits, app.state.store = hub, limits, store
             yield {
                 "hub": hub,
                 "directory": directory,
@@ -71,8 +88,11 @@ def create_app(settings: Settings) -> Starlette:
                 "renderer": renderer,
                 "limits": limits,
                 "metrics": metrics,
+                "store": store,
+                "alerts": alerts,
             }
-            # Leaving the stack: hub (viewers, then upstream), refresher, REST, demo exchange.
+            # Leaving the stack: alerts, webhooks, hub (viewers, then upstream), refresher,
+            # REST, the store, demo exchange.
 
     return PriceApp(
         routes=routes(settings),

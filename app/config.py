@@ -50,6 +50,28 @@ class Settings:
         False, "run a built-in simulated exchange on loopback and connect to it instead"
     )
     log_level: str = _setting("info", "debug, info, warning or error")
+    data_dir: str = _setting(
+        "~/.local/share/pricestream", "folder of the database (alerts, portfolio): one SQLite file"
+    )
+    owner_token: str = _setting(
+        "",
+        "the owner's secret for alerts and the portfolio (without it they answer loopback "
+        "clients only)",
+    )
+    forwarded_allow_ips: str = _setting(
+        "127.0.0.1",
+        "proxies whose X-Forwarded-For is believed for the client's address (comma-separated; "
+        "* for any)",
+    )
+    max_alerts: int = _setting(10000, "most alerts kept (armed and fired)")
+    webhook_timeout: float = _setting(10.0, "seconds one webhook attempt may take")
+    webhook_give_up: float = _setting(
+        86400.0, "seconds after a firing when an undelivered webhook is marked failed"
+    )
+    webhook_forbid_private: bool = _setting(
+        False,
+        "refuse webhooks to loopback, private and link-local addresses (checked at each attempt)",
+    )
 
     max_symbols: int = _setting(
         50, "most symbols, or topics, one page or SSE connection may ask for"
@@ -155,7 +177,7 @@ class Settings:
             raise SettingsError(
                 f"public_url: {self.public_url!r} is not like https://prices.example.com"
             )
-        for name in ("max_symbols", "max_streams_per_client", "max_viewers"):
+        for name in ("max_symbols", "max_streams_per_client", "max_viewers", "max_alerts"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
         if self.streams_per_connection < 2:

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -84,6 +84,8 @@ class Subscriber:
         "events_out",
         "owner",
         "pending",
+        "portfolio",
+        "private",
         "replies",
         "sending_since",
         "topics",
@@ -101,8 +103,23 @@ class Subscriber:
         self.cut_off = False
         self.owner: asyncio.Task[object] | None = None
         self.sending_since: float | None = None
+        self.private = False  # the owner's own page: also told of fired alerts
+        self.portfolio = False  # the owner's portfolio page: also sent its table
         self.events_out = 0  # counted here when taken for sending
         self.bytes_out = 0  # counted by the stream that sends them
+
+    def was_cut_off(self, what: str, limit: float) -> bool:
+        """In the `except CancelledError` of the task that serves it: True (and the task's
+        cancellation taken back) if the hub's clock cut this reader off for accepting nothing,
+        so the task can end its response there; False for any other cancellation, which the
+        caller must re-raise."""
+        if not self.cut_off:
+            return False
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        logger.info("cut off %s whose socket accepted nothing for %g s", what, limit)
+        return True
 
     def push(self, name: str, data: Any) -> None:
         self.pending[name] = data
@@ -217,6 +234,7 @@ class Hub:
         self._upstream_name = "demo exchange" if settings.demo else "Binance"
         self._last_state = State.IDLE
         self._history_tasks: set[asyncio.Task[None]] = set()
+        self._listeners: dict[str, list[Callable[[Message], None]]] = {}
         self._ws_open = 0  # WebSocket sessions subscribed
         self._no_clients = asyncio.Event()  # set when the last one leaves
         self._panel_errors_logged: dict[Topic, float] = {}
@@ -442,7 +460,43 @@ class Hub:
 
     # -- upstream messages ----------------------------------------------------------------------
 
+    def listen(self, stream: str, listener: Callable[[Message], None]) -> None:
+        """Call `listener` with every message of `stream` (kept subscribed upstream until
+        `unlisten`), viewers or not: how alerts hear their symbols' trades."""
+        self._listeners.setdefault(stream, []).append(listener)
+        self.upstream.want([stream])
+
+    def unlisten(self, stream: str, listener: Callable[[Message], None]) -> None:
+        listeners = self._listeners.get(stream, [])
+        if listener in listeners:
+            listeners.remove(listener)
+            if not listeners:
+                del self._listeners[stream]
+            self.upstream.unwant([stream])
+
+    def tell_owner(self, key: str, html: str) -> None:
+        """An `alert` event to every page of the owner's now (never conflated: one slot per
+        `key`)."""
+        data = sse_event("alert", html)
+        for sub in self.subscribers:
+            if sub.private:
+                sub.push(f"alert:{key}", data)
+
+    def tell_portfolio(self, html: str) -> None:
+        """The portfolio table (SSE event `portfolio`) to every open portfolio page."""
+        data = sse_event("portfolio", html)
+        for sub in self.subscribers:
+            if sub.portfolio:
+                sub.push("portfolio", data)
+
     def _on_message(self, message: Message) -> None:
+        listeners = self._listeners.get(message.stream or "")
+        if listeners:
+            for listener in listeners:
+                try:
+                    listener(message)
+                except Exception:
+                    logger.exception("hub: a listener of %s failed", message.stream)
         fed = self.routes.get(message.stream or "")
         if not fed:
             return  # a late message for a stream we have just let go

@@ -13,6 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from app.auth import is_owner
 from app.config import Settings
 from app.hub import Hub
 from app.limits import ViewerLimits
@@ -86,6 +87,9 @@ def page(
     """Render `pages/<name>.html` with what every page needs, and our security headers."""
     settings = settings_of(request)
     context.setdefault("theme", "auto")
+    # Embeds are shown on other people's pages: they never show the owner's things.
+    context.setdefault("owner", not frameable and is_owner(request, settings.owner_token))
+    context.setdefault("token_set", bool(settings.owner_token))
     html = renderer_of(request).page(name, demo=settings.demo, static=static_url, **context)
     return HTMLResponse(
         html, status_code=status_code, headers=security_headers(settings, frameable=frameable)

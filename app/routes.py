@@ -27,6 +27,8 @@ from app.api import quotes, topic
 from app.config import Settings
 from app.embeds import builder, embed
 from app.errors import InputError
+from app.owner import alert_api, alerts_api, portfolio_api, signin, signout
+from app.owner_pages import alerts_page, delete_alert, portfolio_page
 from app.pages import (
     directory_of,
     echo,
@@ -208,6 +210,14 @@ def routes(settings: Settings) -> list[Route | Mount]:
         Route("/metrics", metrics),
         Route("/api/v1/quotes", quotes, middleware=cors),
         Route("/api/v1/topics/{topic}", topic, middleware=cors),
+        Route("/api/v1/alerts", alerts_api, methods=["GET", "POST"]),
+        Route("/api/v1/alerts/{id}", alert_api, methods=["GET", "DELETE"]),
+        Route("/api/v1/portfolio", portfolio_api, methods=["GET", "PUT"]),
+        Route("/signin", signin, methods=["GET", "POST"]),
+        Route("/signout", signout, methods=["POST"]),
+        Route("/alerts", alerts_page, methods=["GET", "POST"]),
+        Route("/alerts/{id}/delete", delete_alert, methods=["POST"]),
+        Route("/portfolio", portfolio_page, methods=["GET", "POST"]),
         Route("/debug", debug),
         Mount("/static", StaticFiles(directory=resource_dir("static")), name="static"),
     ]

@@ -40,6 +40,10 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "ws_ping_timeout": settings.ws_ping,
         "ws_max_size": WS_MAX_FRAME,
         "ws_per_message_deflate": settings.ws_deflate,
+        # The client address (per-client limits, the owner's loopback rule) is the forwarded
+        # one only when the proxy is one we trust.
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
     values.update(overrides)
     return uvicorn.Config(app, **values)

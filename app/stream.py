@@ -16,9 +16,11 @@ import asyncio
 import logging
 
 from starlette.datastructures import Headers, QueryParams
+from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
 
+from app.auth import is_owner
 from app.config import Settings
 from app.errors import InputError
 from app.hub import Hub, Subscriber
@@ -98,18 +100,30 @@ class EventStream:
             )
             # HEAD: the headers, and no endless body. A reader cut off for accepting nothing
             # gets no last chunk either: sending it would wait on that same full socket.
-            if scope["method"] == "HEAD" or await self.serve(hub, topics, settings, receive, send):
+            private = is_owner(HTTPConnection(scope), settings.owner_token)
+            portfolio = query.get("portfolio") == "1"
+            if scope["method"] == "HEAD" or await self.serve(
+                hub, topics, settings, receive, send, private, portfolio
+            ):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             limits.release(client)
 
     @staticmethod
     async def serve(
-        hub: Hub, topics: tuple[Topic, ...], settings: Settings, receive: Receive, send: Send
+        hub: Hub,
+        topics: tuple[Topic, ...],
+        settings: Settings,
+        receive: Receive,
+        send: Send,
+        private: bool = False,
+        portfolio: bool = False,
     ) -> bool:
         """Send the viewer everything pending, each time the hub wakes it, until it leaves.
         False if the hub cut it off for not reading."""
         sub = hub.subscribe(topics)
+        sub.private = private  # the owner's page: fired alerts are pushed to it too
+        sub.portfolio = private and portfolio
         sub.owner = asyncio.current_task()
         watcher = asyncio.create_task(_wait_for_disconnect(receive, sub))
         try:
@@ -124,16 +138,10 @@ class EventStream:
                 first = b""
             return True
         except asyncio.CancelledError:
-            if not sub.cut_off:
+            # Cut off by the hub's clock: end the response here (uvicorn then closes the
+            # connection) rather than fail the request.
+            if not sub.was_cut_off("a viewer", settings.send_timeout):
                 raise
-            # The hub's clock gave up on a reader that accepted nothing; end its response
-            # here (uvicorn then closes the connection) rather than fail the request.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            logger.info(
-                "cut off a viewer whose socket accepted nothing for %g s", settings.send_timeout
-            )
             return False
         finally:
             hub.unsubscribe(sub)

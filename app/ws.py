@@ -132,15 +132,8 @@ class _Session:
         try:
             await self._write()
         except asyncio.CancelledError:
-            if not sub.cut_off:
+            if not sub.was_cut_off("a WebSocket client", self.settings.send_timeout):
                 raise
-            # The hub's clock gave up on a client that read nothing; end here, as for SSE.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            logger.info(
-                "ws: cut off a client that read nothing for %g s", self.settings.send_timeout
-            )
             return
         finally:
             reader.cancel()

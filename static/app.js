@@ -53,3 +53,25 @@
     }
   });
 })();
+
+// Fired alerts. The owner's pages receive the SSE event "alert" and htmx puts its banner on the
+// page; here we also show a browser notification, once the person has allowed them (the
+// button in the top bar asks, as browsers only ask after a click).
+(function () {
+  "use strict";
+  var canNotify = "Notification" in window;
+  document.addEventListener("htmx:sseMessage", function (evt) {
+    var message = evt.detail;
+    if (!message || message.type !== "alert" || !canNotify) return;
+    if (Notification.permission !== "granted") return;
+    var text = new DOMParser().parseFromString(message.data, "text/html").body.textContent;
+    new Notification("pricestream alert", { body: text.replace(/\s+/g, " ").trim() });
+  });
+  document.querySelectorAll("[data-notify]").forEach(function (button) {
+    if (!canNotify || Notification.permission !== "default") return;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      Notification.requestPermission().then(function () { button.hidden = true; });
+    });
+  });
+})();

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -58,9 +59,15 @@ def settings_for(ex: DemoExchange, **overrides: Any) -> Settings:
         "control_rate": 4.0,
         "shutdown_timeout": 1.0,
         "log_level": "warning",
+        "data_dir": data_dir(),
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def data_dir() -> str:
+    """A fresh, empty data folder for one server (its SQLite file goes there)."""
+    return tempfile.mkdtemp(prefix="pricestream-test-")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pytest
 
 from app.cli import build_parser, flag_name, settings_from
 from app.config import Settings, setting_fields
+from tests.conftest import data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,6 +105,7 @@ def _free_port() -> int:
 def test_the_command_serves_the_demo_and_stops_fast_with_open_streams() -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRICESTREAM_")}
+    env["PRICESTREAM_DATA_DIR"] = data_dir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "--demo", "--port", str(port), "--log-level", "warning"],
         env=env,

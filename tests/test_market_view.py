@@ -270,6 +270,7 @@ async def test_market_page_wires_every_panel_on_one_connection(http: httpx.Async
     swaps = [e.attrs["sse-swap"] for e in elements if "sse-swap" in e.attrs]
     assert swaps == [
         "status",
+        "alert",  # loopback and no token: the owner's page
         "price-BTCUSDT",
         "chart-BTCUSDT-1m",
         "book-BTCUSDT",

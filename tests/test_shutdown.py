@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.demo import DemoExchange
-from tests.conftest import WAIT
+from tests.conftest import WAIT, data_dir
 from tests.test_cli import _free_port
 from tests.test_viewers import RawViewer
 
@@ -24,6 +24,7 @@ async def test_sigterm_with_500_viewers_exits_fast_and_clean() -> None:
     async with DemoExchange(trades_per_second=5, ticker_interval=1.0) as ex:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRICESTREAM_")}
+        env["PRICESTREAM_DATA_DIR"] = data_dir()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

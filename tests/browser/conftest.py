@@ -37,6 +37,7 @@ from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
 from app.server import Server, uvicorn_config
+from tests.conftest import data_dir
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,8 +99,10 @@ class Watched:
         page.on("request", self._request)
 
     def problems(self) -> list[str]:
-        """Errors, less the aborted event streams that leaving a page causes by design."""
-        return [e for e in self.errors if not ("/sse?" in e and "ERR_ABORTED" in e)]
+        """Errors, less the aborted event streams (and the icon) that leaving a page causes."""
+        return [
+            e for e in self.errors if not (("/sse?" in e or "favicon" in e) and "ERR_ABORTED" in e)
+        ]
 
     def _console(self, message: ConsoleMessage) -> None:
         if message.type in ("error", "warning"):
@@ -239,6 +242,7 @@ def demo_settings(**overrides: Any) -> Settings:
         "stall_timeout": 2.0,
         "backoff_initial": 0.2,
         "backoff_max": 1.0,
+        "data_dir": data_dir(),
     }
     values.update(overrides)
     return Settings(**values)
