@@ -375,3 +375,26 @@ async def test_the_readme_client_survives_a_server_restart(exchange: DemoExchang
         if proc is not None:
             proc.kill()
             await proc.wait()
+
+
+async def test_clients_that_vanish_mid_stream_leave_no_traceback(
+    exchange: DemoExchange, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(exchange, render_interval=0.0, max_streams_per_client=100)
+    async with run_server(settings) as server:
+        clients = [await connect(ws_url(server, "/ws/price/BTCUSDT")) for _ in range(20)]
+        await eventually(lambda: exchange.subscriptions() >= price_streams("BTCUSDT"))
+        for _ in range(50):
+            exchange.trade("BTCUSDT")
+        for ws in clients:
+            ws.transport.abort()  # gone, without a close frame, while updates are in flight
+        for _ in range(50):
+            exchange.trade("BTCUSDT")
+            await asyncio.sleep(0.005)
+        hub: Hub = server.app.state.hub
+        await eventually(lambda: hub.viewers()["ws"] == 0)
+        # Some leave politely, and the server then stops with others still open.
+        polite = [await connect(ws_url(server, "/ws/price/BTCUSDT")) for _ in range(3)]
+        await polite[0].close()
+    assert not [r for r in caplog.records if "Exception in ASGI application" in r.getMessage()]
+    assert not [r for r in caplog.records if r.exc_info]
