@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 
 from app.hub import Hub
@@ -181,18 +182,12 @@ class Alerts:
         if not won:
             return  # deleted meanwhile, or fired by someone else: nothing to tell
         self.fired_count += 1
-        fired = Alert(
-            alert.id,
-            alert.symbol,
-            alert.condition,
-            alert.price,
-            alert.webhook,
-            alert.note,
-            "fired",
-            alert.created_at,
-            now,
-            trade.price,
-            None if delivery is None else "pending",
+        fired = replace(
+            alert,
+            state="fired",
+            fired_at=now,
+            fired_price=trade.price,
+            delivery=None if delivery is None else "pending",
         )
         logger.info(
             "alert %s fired: %s %s %s at %s",
