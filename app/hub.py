@@ -173,6 +173,7 @@ class _Entry:
         "history_error",
         "history_task",
         "html",
+        "html_due",
         "json",
         "last_data",
         "own",
@@ -190,6 +191,7 @@ class _Entry:
         self.clients: set[Subscriber] = set()  # WebSocket clients
         self.json: str | None = None  # the current state as a client message, once asked for
         self.html = ""
+        self.html_due = False  # html is older than the state (no viewer needed it since)
         self.stale = False
         self.subscribed_at = time.monotonic()
         self.last_data: float | None = None  # monotonic time of the last upstream message
@@ -307,6 +309,8 @@ class Hub:
                 entry.clients.add(sub)
                 sub.push(topic.event, self._client_message(entry))
             else:
+                if entry.html_due:
+                    self._render(entry)
                 entry.viewers.add(sub)
                 sub.push(topic.event, self.encoded[topic.event])
 
@@ -595,6 +599,7 @@ class Hub:
                 entry.html = html
             return self.encoded[topic.event]
         entry.html = html
+        entry.html_due = False
         data = sse_event(topic.event, html)
         self.encoded[topic.event] = data
         self.events_rendered += 1
@@ -606,12 +611,17 @@ class Hub:
         client. The hot path: a dict write per viewer, then one C-level set union; viewers are
         woken by the flusher, not here."""
         entry.stale = self._is_stale(entry, time.monotonic())
-        data = self._render(entry)
         name = entry.panel.topic.event
         viewers = entry.viewers
-        for sub in viewers:
-            sub.pending[name] = data
-        self._dirty |= viewers
+        if viewers:
+            data = self._render(entry)
+            for sub in viewers:
+                sub.pending[name] = data
+            self._dirty |= viewers
+        else:
+            # Only programs watch: no HTML until a viewer or a page asks for it (add_topics).
+            entry.html_due = True
+            entry.rendered_at = time.monotonic()  # the rate limit still counts this update
         entry.json = None
         if entry.clients:
             text = self._client_message(entry)  # encoded once for every client
@@ -731,6 +741,8 @@ class Hub:
         now = time.monotonic()
         report = []
         for topic, entry in sorted(self.entries.items(), key=lambda item: item[0].name):
+            if entry.html_due:
+                self._render(entry)
             own = entry.panel.own_streams()[0]
             raw = self.upstream.last_raw.get(own)
             report.append(

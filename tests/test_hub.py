@@ -256,3 +256,22 @@ async def test_a_fragment_waiting_for_data_ends_when_the_server_drains(
         async with asyncio.timeout(2.0):  # not the 30 s it was willing to wait
             html = await waiting
         assert "loading" in root(html).classes
+
+
+async def test_programs_alone_cost_no_html_and_a_viewer_joining_gets_the_current_card(
+    exchange: DemoExchange,
+) -> None:
+    async with running_hub(exchange, render_interval=0.0) as hub:
+        program = hub.subscribe(BTC, transport="ws")
+        await live_price(hub, exchange, program)
+        rendered, encoded = hub.events_rendered, hub.json_encoded
+        for price in ("93000.10", "93000.20", "93000.30"):
+            exchange.trade("BTCUSDT", price=price)
+        await eventually(lambda: hub.json_encoded == encoded + 3)
+        assert hub.events_rendered == rendered  # no HTML for nobody
+        assert '"price":"93000.30000000"' in program.pending[BTC_EVENT]
+        viewer = hub.subscribe(BTC)
+        card = fragments(await chunk(viewer), BTC_EVENT)
+        assert [root(html).attrs["data-price"] for html in card] == ["93000.30000000"]
+        hub.unsubscribe(viewer)
+        hub.unsubscribe(program)
