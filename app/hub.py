@@ -133,14 +133,18 @@ class Subscriber:
         self.closed = True
         self.wake.set()
 
-    async def next_chunk(self) -> bytes | None:
-        """Everything pending, as one chunk; None once the hub has closed this subscriber."""
-        while not self.pending:
+    async def _ready(self) -> bool:
+        """Wait until something is pending (or a reply); False once the hub has closed this."""
+        while not (self.pending or self.replies):
             if self.closed:
-                return None
+                return False
             await self.wake.wait()
             self.wake.clear()
-        if self.closed:
+        return not self.closed
+
+    async def next_chunk(self) -> bytes | None:
+        """Everything pending, as one chunk; None once the hub has closed this subscriber."""
+        if not await self._ready():
             return None
         chunk = b"".join(self.pending.values())
         self.events_out += len(self.pending)
@@ -150,12 +154,7 @@ class Subscriber:
     async def next_batch(self) -> list[str] | None:
         """A WebSocket client's next messages: its replies first, in order, then the newest of
         each topic; None once closed."""
-        while not (self.pending or self.replies):
-            if self.closed:
-                return None
-            await self.wake.wait()
-            self.wake.clear()
-        if self.closed:
+        if not await self._ready():
             return None
         batch, self.replies = self.replies, []
         batch += self.pending.values()

@@ -121,7 +121,35 @@ class _Viewer:
         self.closed = False
 
 
-class Floor:
+class _BareApp:
+    """What both floors share: a lifespan that loads the market, runs `feed` and, at
+    shutdown, stops it and ends every connection (`close_all`)."""
+
+    market: Market
+    task: asyncio.Task[None] | None
+
+    async def feed(self) -> None:
+        raise NotImplementedError
+
+    def close_all(self) -> None:
+        raise NotImplementedError
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.market.load()
+                self.task = asyncio.create_task(self.feed())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.task is not None:
+                    self.task.cancel()
+                self.close_all()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+class Floor(_BareApp):
     """The bare ASGI floor."""
 
     def __init__(self, market: Market) -> None:
@@ -135,21 +163,10 @@ class Floor:
         elif scope["type"] == "http":
             await self.viewer(receive, send)
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.market.load()
-                self.task = asyncio.create_task(self.feed())
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.task is not None:
-                    self.task.cancel()
-                for v in self.viewers:
-                    v.closed = True
-                    v.wake.set()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    def close_all(self) -> None:
+        for v in self.viewers:
+            v.closed = True
+            v.wake.set()
 
     async def feed(self) -> None:
         market = self.market
@@ -197,7 +214,7 @@ class _Client:
         self.closed = False
 
 
-class WsFloor:
+class WsFloor(_BareApp):
     """The bare ASGI floor for WebSocket clients of price messages."""
 
     def __init__(self, market: Market) -> None:
@@ -212,22 +229,11 @@ class WsFloor:
         elif scope["type"] == "websocket":
             await self.client(receive, send)
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await self.market.load()
-                self.task = asyncio.create_task(self.feed())
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if self.task is not None:
-                    self.task.cancel()
-                for clients in self.clients.values():
-                    for c in clients:
-                        c.closed = True
-                        c.wake.set()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    def close_all(self) -> None:
+        for clients in self.clients.values():
+            for c in clients:
+                c.closed = True
+                c.wake.set()
 
     async def feed(self) -> None:
         async for panel in self.market.changes():
