@@ -124,6 +124,11 @@ class Settings:
         False,
         "offer permessage-deflate to WebSocket clients (smaller messages, more CPU per client)",
     )
+    direct_writes: bool = _setting(
+        True,
+        "write each update straight to the viewer's socket rather than through an ASGI send "
+        "(several times cheaper per viewer; off, the stream is served as any ASGI app would)",
+    )
     render_interval: float = _setting(
         0.2,
         "least seconds between two renders of a price card or chart; 0 renders every update",

@@ -21,7 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from sse_starlette import ServerSentEvent
@@ -65,6 +65,29 @@ class Latency:
         self.total += seconds
 
 
+class Writer(Protocol):
+    """A socket the hub writes to itself (app.direct has the two kinds): what it needs of one."""
+
+    # Called (by the protocol) when a full socket buffer has drained below its low-water mark.
+    on_writable: Callable[[], None] | None
+
+    def usable(self) -> bool:
+        """May updates take this way from now on? Asked once, after the first ASGI send."""
+        ...
+
+    def open(self) -> bool:
+        """False once the connection is closing: write nothing more."""
+        ...
+
+    def paused(self) -> bool:
+        """Is the socket's buffer over its high-water mark (uvicorn's flow control)?"""
+        ...
+
+    def write(self, items: Iterable[Any]) -> int:
+        """Frame `items` (SSE bytes, or JSON text) and hand them to the socket; how much."""
+        ...
+
+
 class Subscriber:
     """One viewer (an SSE stream) or client (a WebSocket): a latest-value slot per event name,
     and a wake-up flag.
@@ -81,13 +104,16 @@ class Subscriber:
         "bytes_out",
         "closed",
         "cut_off",
+        "direct",
         "events_out",
+        "notify",
         "owner",
         "pending",
         "portfolio",
         "private",
         "replies",
         "sending_since",
+        "stop_by_cancel",
         "topics",
         "transport",
         "wake",
@@ -107,31 +133,68 @@ class Subscriber:
         self.portfolio = False  # the owner's portfolio page: also sent its table
         self.events_out = 0  # counted here when taken for sending
         self.bytes_out = 0  # counted by the stream that sends them
+        # Written to by the hub's flusher itself (app.direct), rather than woken to send:
+        self.direct: Writer | None = None
+        self.notify: Callable[[Subscriber], None] | None = None  # the hub, told of news
+        # Its task waits on something else than `wake` (its socket), so stopping it means
+        # cancelling it: the hub's clock cutting it off, or a direct stream at shutdown.
+        self.stop_by_cancel = False
 
-    def was_cut_off(self, what: str, limit: float) -> bool:
+    def ended_by_hub(self, what: str, limit: float) -> bool:
         """In the `except CancelledError` of the task that serves it: True (and the task's
-        cancellation taken back) if the hub's clock cut this reader off for accepting nothing,
-        so the task can end its response there; False for any other cancellation, which the
-        caller must re-raise."""
-        if not self.cut_off:
+        cancellation taken back) if the hub stopped it (`cut_off` says whether for accepting
+        nothing), so the task can end its response there; False for any other cancellation,
+        which the caller must re-raise."""
+        if not (self.closed and self.stop_by_cancel):
             return False
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
-        logger.info("cut off %s whose socket accepted nothing for %g s", what, limit)
+        if self.cut_off:
+            logger.info("cut off %s whose socket accepted nothing for %g s", what, limit)
         return True
 
     def push(self, name: str, data: Any) -> None:
         self.pending[name] = data
-        self.wake.set()
+        if self.notify is None:
+            self.wake.set()
+        else:
+            self.notify(self)
 
     def reply(self, text: str) -> None:
         self.replies.append(text)
-        self.wake.set()
+        if self.notify is None:
+            self.wake.set()
+        else:
+            self.notify(self)
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         self.wake.set()
+        if self.stop_by_cancel and self.owner is not None:
+            self.owner.cancel()
+
+    def cut(self) -> None:
+        """Stop a reader whose socket has accepted nothing for too long: its task is stuck in
+        a send (or, if direct, waits on its socket), so it is cancelled."""
+        self.cut_off = True
+        stopping = self.closed and self.stop_by_cancel  # cancelled already
+        self.stop_by_cancel = True
+        self.closed = True
+        self.wake.set()
+        if not stopping and self.owner is not None:
+            self.owner.cancel()
+
+    def take(self) -> list[Any]:
+        """Everything to send now, in order (a client's replies, then the newest of each
+        topic), counted as sent."""
+        items, self.replies = self.replies, []
+        items += self.pending.values()
+        self.events_out += len(items)
+        self.pending.clear()
+        return items
 
     async def _ready(self) -> bool:
         """Wait until something is pending (or a reply); False once the hub has closed this."""
@@ -156,11 +219,14 @@ class Subscriber:
         each topic; None once closed."""
         if not await self._ready():
             return None
-        batch, self.replies = self.replies, []
-        batch += self.pending.values()
-        self.events_out += len(batch)
-        self.pending.clear()
-        return batch
+        return self.take()
+
+    async def closing(self) -> None:
+        """Wait until the hub or its reader closes this subscriber (a direct one's task has
+        nothing else to wait for)."""
+        while not self.closed:
+            await self.wake.wait()
+            self.wake.clear()
 
 
 class _Entry:
@@ -325,6 +391,10 @@ class Hub:
         if sub not in self.subscribers:
             return
         self.subscribers.discard(sub)
+        if sub.direct is not None:
+            sub.direct.on_writable = None
+            sub.direct = None
+            sub.notify = None
         if sub.transport == "ws":
             self._ws_open -= 1
             if not self._ws_open:
@@ -643,17 +713,47 @@ class Hub:
         return entry.json
 
     async def _flush(self) -> None:
-        """Wake every viewer with something pending, then let `flush_interval` pass, so that a
-        busy topic's updates leave in one send per viewer per interval, not one per update.
-        One timer for the whole hub, never one per viewer."""
+        """Send to every viewer with something pending, then let `flush_interval` pass, so
+        that a busy topic's updates leave in one send per viewer per interval, not one per
+        update. One timer for the whole hub, never one per viewer.
+
+        A viewer whose socket we write to directly is written here, in this loop; any other
+        is woken, and its task sends through ASGI. A direct viewer whose socket buffer is full
+        (a slow reader) is skipped and keeps conflating: its socket tells us when it drains
+        (`_notice`), and the clock cuts it off if that takes over `send_timeout`."""
         interval = self.settings.flush_interval
+        loop = asyncio.get_running_loop()
         while True:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             dirty, self._dirty = self._dirty, set()
             for sub in dirty:
-                sub.wake.set()
+                writer = sub.direct
+                if writer is None:
+                    sub.wake.set()
+                elif sub.pending or sub.replies:
+                    if writer.paused():
+                        if sub.sending_since is None:
+                            sub.sending_since = loop.time()
+                    elif not sub.closed and writer.open():
+                        sub.sending_since = None
+                        sub.bytes_out += writer.write(sub.take())
             await asyncio.sleep(interval)
+
+    def go_direct(self, sub: Subscriber, writer: Writer) -> None:
+        """From now on, `sub`'s updates are written to `writer` by the flusher, and its task
+        only waits for the end (`Subscriber.closing`, or its socket's disconnect)."""
+        sub.direct = writer
+        sub.notify = self._notice
+        writer.on_writable = lambda: self._notice(sub)
+        if sub.pending or sub.replies:
+            self._notice(sub)
+
+    def _notice(self, sub: Subscriber) -> None:
+        """A direct viewer has news, or room again in its socket: write to it at the next
+        flush."""
+        self._dirty.add(sub)
+        self._dirty_event.set()
 
     def _render_status(self) -> None:
         state = self.upstream.state
@@ -710,10 +810,7 @@ class Hub:
             for sub in self.subscribers:
                 since = sub.sending_since
                 if since is not None and now - since > settings.send_timeout and not sub.cut_off:
-                    sub.cut_off = True
-                    sub.close()
-                    if sub.owner is not None:
-                        sub.owner.cancel()
+                    sub.cut()
 
     def sent(self) -> dict[str, tuple[int, int]]:
         """Events and bytes sent so far, by transport, open connections included."""
@@ -812,4 +909,6 @@ class Hub:
             "stale": sorted(t.name for t, e in self.entries.items() if e.stale),
             "viewers": sum(self.viewers().values()),
             "viewers_by_transport": self.viewers(),
+            # Written to by the hub itself (app.direct); the rest are served through ASGI.
+            "viewers_direct": sum(sub.direct is not None for sub in self.subscribers),
         }

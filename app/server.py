@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from app.config import Settings
+from app.direct import HttpProtocol, WebSocketProtocol
 
 # The largest WebSocket frame uvicorn takes at all (it closes with 1009 past it); app.ws refuses
 # client messages well below this with a sentence of its own.
@@ -45,6 +46,9 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "proxy_headers": True,
         "forwarded_allow_ips": settings.forwarded_allow_ips,
     }
+    if settings.direct_writes:
+        # uvicorn's own protocols, offering the app a direct writer for each stream.
+        values["http"], values["ws"] = HttpProtocol, WebSocketProtocol
     values.update(overrides)
     return uvicorn.Config(app, **values)
 

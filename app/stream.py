@@ -1,14 +1,17 @@
 """GET /sse as a plain ASGI app: one viewer's event stream, from the hub to the socket.
 
-This is the hot path: every update reaches every viewer through the loop in `EventStream.serve`.
+This is the hot path. The response head and the first chunk (the snapshot) go out through
+ASGI; after that, where uvicorn offers a direct writer (app.direct, on by default), the hub's
+flusher writes every later update to the socket itself and this task only waits for the
+viewer to leave. Elsewhere (the setting off, another server, a reader that cannot take it) the
+loop in `EventStream.serve` sends each update with one `await send(...)`.
+
 It is a raw ASGI app rather than sse-starlette's EventSourceResponse because that response costs,
 per connection, four to five tasks and, per send, an anyio cancel scope and a lock (the
 benchmark's profile, docs/BENCHMARKS.md, showed them dominating at a thousand viewers). What
 they gave us is done once, elsewhere: keepalive comments and the cut-off of stalled readers by
-the hub's clock, shutdown by `Hub.drain`. Per connection there are two tasks, the one uvicorn
-runs this in and one that waits for the disconnect; per send, one `await send(...)`. The bytes
-are still sse-starlette's encoding (`app.render.sse_event`).
-"""
+the hub's clock, shutdown by `Hub.drain`. The bytes are still sse-starlette's encoding
+(`app.render.sse_event`)."""
 
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import is_owner
 from app.config import Settings
+from app.direct import DIRECT
 from app.errors import InputError
-from app.hub import Hub, Subscriber
+from app.hub import Hub, Subscriber, Writer
 from app.limits import RETRY_AFTER, ViewerLimits
 from app.symbols import SymbolDirectory
 from app.topics.key import Topic, parse_request
@@ -102,8 +106,9 @@ class EventStream:
             # gets no last chunk either: sending it would wait on that same full socket.
             private = is_owner(HTTPConnection(scope), settings.owner_token)
             portfolio = query.get("portfolio") == "1"
+            writer = scope.get("extensions", {}).get(DIRECT) if settings.direct_writes else None
             if scope["method"] == "HEAD" or await self.serve(
-                hub, topics, settings, receive, send, private, portfolio
+                hub, topics, settings, receive, send, private, portfolio, writer
             ):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -118,34 +123,51 @@ class EventStream:
         send: Send,
         private: bool = False,
         portfolio: bool = False,
+        writer: Writer | None = None,
     ) -> bool:
-        """Send the viewer everything pending, each time the hub wakes it, until it leaves.
-        False if the hub cut it off for not reading."""
+        """Send the viewer its snapshot, then everything pending each time the hub wakes it,
+        until it leaves. With a `writer` (app.direct), the hub writes the updates after the
+        snapshot itself, and this task only waits for the disconnect. False if the hub cut it
+        off for not reading."""
         sub = hub.subscribe(topics)
         sub.private = private  # the owner's page: fired alerts are pushed to it too
         sub.portfolio = private and portfolio
         sub.owner = asyncio.current_task()
-        watcher = asyncio.create_task(_wait_for_disconnect(receive, sub))
+        watcher: asyncio.Task[None] | None = None
+        loop = asyncio.get_running_loop()
         try:
-            # The reconnect delay rides on the first chunk (the snapshot).
-            first = f"retry: {settings.sse_retry_ms}\r\n".encode()
+            # The snapshot (status and the current value of each topic), through ASGI and with
+            # the reconnect delay on it.
+            if (chunk := await sub.next_chunk()) is None:
+                return True
+            body = f"retry: {settings.sse_retry_ms}\r\n".encode() + chunk
+            sub.sending_since = loop.time()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            sub.sending_since = None
+            sub.bytes_out += len(body)
+            if writer is not None and writer.usable():
+                sub.stop_by_cancel = True  # the hub ends it by cancelling the wait below
+                hub.go_direct(sub, writer)
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                return True
+            watcher = asyncio.create_task(_wait_for_disconnect(receive, sub))
             while (chunk := await sub.next_chunk()) is not None:
-                sub.sending_since = asyncio.get_running_loop().time()
-                body = first + chunk if first else chunk  # no copy once the snapshot is out
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                sub.sending_since = loop.time()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sub.sending_since = None
-                sub.bytes_out += len(body)
-                first = b""
+                sub.bytes_out += len(chunk)
             return True
         except asyncio.CancelledError:
-            # Cut off by the hub's clock: end the response here (uvicorn then closes the
-            # connection) rather than fail the request.
-            if not sub.was_cut_off("a viewer", settings.send_timeout):
+            # Stopped by the hub (shutdown, or its clock cutting off a stalled reader): end the
+            # response here (uvicorn then closes the connection) rather than fail the request.
+            if not sub.ended_by_hub("a viewer", settings.send_timeout):
                 raise
-            return False
+            return not sub.cut_off
         finally:
             hub.unsubscribe(sub)
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
 
 async def _wait_for_disconnect(receive: Receive, sub: Subscriber) -> None:

@@ -27,8 +27,9 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app.config import Settings
+from app.direct import DIRECT
 from app.errors import InputError
-from app.hub import Hub, Subscriber
+from app.hub import Hub, Subscriber, Writer
 from app.limits import RETRY_AFTER, ViewerLimits
 from app.stream import origin_allowed
 from app.symbols import SymbolDirectory
@@ -91,7 +92,8 @@ class PriceSocket:
         try:
             await websocket.accept()
             session = _Session(websocket, send, hub, directory, settings)
-            await session.run(first)
+            writer = scope.get("extensions", {}).get(DIRECT) if settings.direct_writes else None
+            await session.run(first, writer)
         finally:
             limits.release(client)
 
@@ -131,17 +133,21 @@ class _Session:
         self.closing: _Close | None = None  # why we close, when the client broke a rule
         self.disconnected = False
 
-    async def run(self, first: Topic | None) -> None:
+    async def run(self, first: Topic | None, writer: Writer | None = None) -> None:
+        """Serve the client until it leaves, breaks a rule or the server stops. With a
+        `writer` (app.direct) the hub writes its messages itself, and this task only waits."""
         sub = self.sub
         sub.owner = asyncio.current_task()
+        if writer is not None and writer.usable():
+            self.hub.go_direct(sub, writer)
         if first is not None:
             self.hub.add_topics(sub, [first])
             self._subscribed()
         reader = asyncio.create_task(self._read(), name="ws-reader")
         try:
-            await self._write()
+            await (sub.closing() if sub.direct is not None else self._write())
         except asyncio.CancelledError:
-            if not sub.was_cut_off("a WebSocket client", self.settings.send_timeout):
+            if not sub.ended_by_hub("a WebSocket client", self.settings.send_timeout):
                 raise
             return
         except OSError:

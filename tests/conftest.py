@@ -32,6 +32,18 @@ MS = 0.001 * float(os.environ.get("PRICESTREAM_TEST_TIMESCALE", "1"))
 WAIT = 10_000 * MS
 
 
+# Run a test on both ways to a viewer's socket: the hub's direct writes (app.direct, the default)
+# and the ordinary ASGI send they fall back to.
+both_paths = pytest.mark.parametrize("direct", [True, False], ids=["direct", "asgi"])
+
+
+def on_path(server: LiveServer, direct: bool, viewers: int) -> bool:
+    """Are the server's `viewers` open streams all served the way the test asked?"""
+    health = server.app.state.hub.health()
+    open_streams: int = sum(health["viewers_by_transport"].values())
+    return open_streams == viewers and health["viewers_direct"] == (viewers if direct else 0)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -82,17 +94,18 @@ class LiveServer:
 
 
 @contextlib.asynccontextmanager
-async def run_server(settings: Settings, port: int = 0) -> AsyncIterator[LiveServer]:
+async def run_server(
+    settings: Settings, port: int = 0, **uvicorn_options: Any
+) -> AsyncIterator[LiveServer]:
     """A real uvicorn serving create_app(settings) on a socket we bound ourselves (to port 0
-    unless told, e.g. to restart on the same port)."""
+    unless told, e.g. to restart on the same port), with any of uvicorn's own options."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     app = create_app(settings)
-    config = uvicorn_config(
-        app, settings, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
-    )
+    options = {"log_level": "warning", "lifespan": "on", "timeout_graceful_shutdown": 1}
+    config = uvicorn_config(app, settings, **{**options, **uvicorn_options})
     server = Server(config, before_shutdown=lambda: drain(app))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -183,6 +196,43 @@ class _Collector(HTMLParser):
     def handle_data(self, data: str) -> None:
         for element in self.open:
             element.text += data
+
+
+class RawViewer:
+    """An SSE client at the socket level: cheap enough to hold thousands, and able to stop
+    reading altogether."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, path: str, rcvbuf: int | None = None) -> RawViewer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def first_price(self) -> None:
+        async with asyncio.timeout(WAIT):
+            data = b""
+            while b"event: price-" not in data:
+                chunk = await self.reader.read(4096)
+                assert chunk, "stream ended before its first price"
+                data += chunk
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass  # the server may have gone first
 
 
 def parse_html(html: str) -> list[Element]:

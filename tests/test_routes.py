@@ -17,9 +17,11 @@ from tests.conftest import (
     MS,
     WAIT,
     LiveServer,
+    both_paths,
     data_dir,
     eventually,
     find,
+    on_path,
     open_sse,
     parse_html,
     root,
@@ -279,13 +281,15 @@ async def test_demo_mode_labels_every_price() -> None:
         assert health["demo"] is True
 
 
-async def test_shutdown_ends_open_streams_promptly(exchange: DemoExchange) -> None:
-    async with run_server(settings_for(exchange)) as server:
+@both_paths
+async def test_shutdown_ends_open_streams_promptly(exchange: DemoExchange, direct: bool) -> None:
+    async with run_server(settings_for(exchange, direct_writes=direct)) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
             streams = [open_sse(http, "/sse?symbols=BTCUSDT") for _ in range(5)]
             readers = [await s.__aenter__() for s in streams]
             for r in readers:
                 await r.next()
+            await eventually(lambda: on_path(server, direct, 5))
             started = time.monotonic()
             server.server.should_exit = True
             for r in readers:
@@ -317,15 +321,19 @@ async def test_starts_without_the_symbol_list_and_says_so(exchange: DemoExchange
             assert (await http.get("/fragment/NEW-COIN")).status_code == 400
 
 
-async def test_keepalive_comments_flow_on_a_quiet_stream(exchange: DemoExchange) -> None:
+@both_paths
+async def test_keepalive_comments_flow_on_a_quiet_stream(
+    exchange: DemoExchange, direct: bool
+) -> None:
     async with (
-        run_server(settings_for(exchange, sse_ping=0.2)) as server,
+        run_server(settings_for(exchange, sse_ping=0.2, direct_writes=direct)) as server,
         httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
     ):
         async with http.stream("GET", "/sse?symbols=BTCUSDT") as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             assert response.headers["cache-control"] == "no-store"
             lines = response.aiter_lines()
+            await eventually(lambda: on_path(server, direct, 1))
             async with asyncio.timeout(WAIT):
                 while not (await anext(lines)).startswith(": ping"):
                     pass

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from app.demo import DemoExchange
-from tests.conftest import WAIT, data_dir
+from tests.conftest import WAIT, RawViewer, data_dir
 from tests.test_cli import _free_port
-from tests.test_viewers import RawViewer
 
 pytestmark = pytest.mark.anyio
 VIEWERS = 500

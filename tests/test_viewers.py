@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 import time
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -17,7 +16,10 @@ from app.simulation import MARKET
 from tests.conftest import (
     WAIT,
     LiveServer,
+    RawViewer,
+    both_paths,
     eventually,
+    on_path,
     open_sse,
     parse_html,
     root,
@@ -26,43 +28,6 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-class RawViewer:
-    """An SSE client at the socket level: cheap enough to hold thousands, and able to stop
-    reading altogether."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, port: int, path: str, rcvbuf: int | None = None) -> RawViewer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=2**16)
-        writer.write(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n".encode()
-        )
-        await writer.drain()
-        return cls(reader, writer)
-
-    async def first_price(self) -> None:
-        async with asyncio.timeout(WAIT):
-            data = b""
-            while b"event: price-" not in data:
-                chunk = await self.reader.read(4096)
-                assert chunk, "stream ended before its first price"
-                data += chunk
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass  # the server may have gone first
 
 
 @pytest.fixture
@@ -120,18 +85,26 @@ async def test_2000_viewers_in_waves_leave_nothing_behind(
     assert grown < 2 * 2**20, f"{grown / 2**20:.1f} MiB still held after 2,000 viewers left"
 
 
+@both_paths
 async def test_a_viewer_that_never_reads_stays_bounded_and_slows_no_one(
-    crowd_server: LiveServer, exchange: DemoExchange
+    exchange: DemoExchange, direct: bool
 ) -> None:
-    port = int(crowd_server.url.rsplit(":", 1)[1])
-    hub = crowd_server.app.state.hub
+    settings = settings_for(exchange, render_interval=0.0, direct_writes=direct)
+    async with run_server(settings) as server:
+        await _never_reads(server, exchange, direct)
+
+
+async def _never_reads(server: LiveServer, exchange: DemoExchange, direct: bool) -> None:
+    port = int(server.url.rsplit(":", 1)[1])
+    hub = server.app.state.hub
     every = [m[0] for m in MARKET]
     stuck = await RawViewer.open(port, "/sse?symbols=" + ",".join(every), rcvbuf=4096)
     async with (
-        httpx.AsyncClient(base_url=crowd_server.url, timeout=WAIT) as http,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
         open_sse(http, "/sse?symbols=BTCUSDT") as fast,
     ):
         await eventually(lambda: exchange.subscriptions() >= {f"{s.lower()}@trade" for s in every})
+        await eventually(lambda: on_path(server, direct, 2))
         [slow_sub] = [s for s in hub.subscribers if len(s.topics) == len(every)]
         tracemalloc.start()
         try:
@@ -230,10 +203,15 @@ async def test_per_client_and_total_limits(exchange: DemoExchange) -> None:
         assert full.text == "the server is full (3 live viewers); try again soon"
 
 
-async def test_a_reader_stuck_in_one_send_is_cut_off(exchange: DemoExchange) -> None:
+@both_paths
+async def test_a_reader_stuck_in_one_send_is_cut_off(exchange: DemoExchange, direct: bool) -> None:
     # Every update rendered (no rate limit), so the stuck socket fills in a second or two.
     settings = settings_for(
-        exchange, send_timeout=1.0, max_streams_per_client=50, render_interval=0.0
+        exchange,
+        send_timeout=1.0,
+        max_streams_per_client=50,
+        render_interval=0.0,
+        direct_writes=direct,
     )
     async with run_server(settings) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -243,7 +221,7 @@ async def test_a_reader_stuck_in_one_send_is_cut_off(exchange: DemoExchange) -> 
         transport = stuck.writer.transport
         assert isinstance(transport, asyncio.Transport)
         transport.pause_reading()  # and now it reads nothing at all
-        await eventually(lambda: len(hub.subscribers) == 1)
+        await eventually(lambda: on_path(server, direct, 1))
         await eventually(lambda: exchange.subscriptions() >= {f"{s.lower()}@trade" for s in every})
         async with asyncio.timeout(WAIT):
             while hub.subscribers:  # fill its socket until a send blocks, then wait it out

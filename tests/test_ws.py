@@ -24,7 +24,9 @@ from app.hub import Hub
 from tests.conftest import (
     WAIT,
     LiveServer,
+    both_paths,
     eventually,
+    on_path,
     open_sse,
     price_streams,
     run_server,
@@ -269,10 +271,13 @@ async def test_origins_and_limits_count_sse_and_websockets_together(
         )
 
 
+@both_paths
 async def test_a_client_that_never_reads_is_bounded_and_harmless(
-    exchange: DemoExchange,
+    exchange: DemoExchange, direct: bool
 ) -> None:
-    settings = settings_for(exchange, render_interval=0.0, max_streams_per_client=50)
+    settings = settings_for(
+        exchange, render_interval=0.0, max_streams_per_client=50, direct_writes=direct
+    )
     async with run_server(settings) as server, client(server) as fast:
         hub: Hub = server.app.state.hub
         symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
@@ -285,6 +290,7 @@ async def test_a_client_that_never_reads_is_bounded_and_harmless(
         await stuck.send(json.dumps({"type": "subscribe", "symbols": symbols}))
         await fast.send({"type": "subscribe", "symbols": ["BTCUSDT"]})
         await eventually(lambda: exchange.subscriptions() >= price_streams("SOLUSDT"))
+        await eventually(lambda: on_path(server, direct, 2))
         for _ in range(300):
             for symbol in symbols:
                 exchange.trade(symbol)
@@ -321,11 +327,13 @@ async def test_a_client_that_answers_no_ping_is_dropped(exchange: DemoExchange) 
         writer.close()
 
 
-async def test_shutdown_closes_every_socket_with_1001(exchange: DemoExchange) -> None:
-    async with run_server(settings_for(exchange)) as server:
+@both_paths
+async def test_shutdown_closes_every_socket_with_1001(exchange: DemoExchange, direct: bool) -> None:
+    async with run_server(settings_for(exchange, direct_writes=direct)) as server:
         sockets = [await connect(ws_url(server, "/ws/price/BTCUSDT")) for _ in range(3)]
         for ws in sockets:
             await ws.recv()
+        await eventually(lambda: on_path(server, direct, 3))
         started = asyncio.get_running_loop().time()
         server.server.should_exit = True
         for ws in sockets:
