@@ -53,6 +53,16 @@ class Settings:
     data_dir: str = _setting(
         "~/.local/share/pricestream", "folder of the database (alerts, portfolio): one SQLite file"
     )
+    database: str = _setting(
+        "",
+        "where alerts and the portfolio live: empty for the SQLite file in --data-dir, or "
+        "postgresql://user:password@host:port/name, one database for several servers",
+    )
+    workers: str = _setting(
+        "1",
+        "processes serving the same port, each with its own upstream connection: a number, or "
+        "auto for one per core",
+    )
     owner_token: str = _setting(
         "",
         "the owner's secret for alerts and the portfolio (without it they answer loopback "
@@ -185,6 +195,12 @@ class Settings:
         for name in ("max_symbols", "max_streams_per_client", "max_viewers", "max_alerts"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
+        if self.database and not self.database.startswith(("postgresql://", "postgres://")):
+            raise SettingsError(
+                "database must be empty (SQLite in --data-dir) or a postgresql:// URL"
+            )
+        if self.workers != "auto" and not (self.workers.isdigit() and 1 <= int(self.workers)):
+            raise SettingsError(f"workers must be a number from 1, or auto, not {self.workers!r}")
         if self.streams_per_connection < 2:
             raise SettingsError("streams_per_connection must be at least 2")
 

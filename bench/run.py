@@ -52,7 +52,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # One load process per this many viewers: enough processes that none of them is saturated.
 VIEWERS_PER_LOAD = 2500
-CONTENDERS = ("pricestream", "floor", "wsfloor", "common")
+CONTENDERS = ("pricestream", "pricestream-asgi", "floor", "wsfloor", "common")
 SCENARIOS = (
     "100x100",
     "100x1000",
@@ -77,10 +77,10 @@ MARKET_TOPICS = (
 # Who runs each kind of scenario: the floors and the common contender know price cards only,
 # and each floor one transport.
 KIND_CONTENDERS = {
-    "sse": ("pricestream", "floor", "common"),
-    "ws": ("pricestream", "wsfloor"),
+    "sse": ("pricestream", "pricestream-asgi", "floor", "common"),
+    "ws": ("pricestream", "pricestream-asgi", "wsfloor"),
     "market": ("pricestream",),
-    "mixed": ("pricestream",),
+    "mixed": ("pricestream", "pricestream-asgi"),
 }
 
 
@@ -249,7 +249,7 @@ def measure(
         assert feed.stdout is not None
         upstream, rest = feed.stdout.readline().split()
         port = free_port()
-        if contender == "pricestream":
+        if contender.startswith("pricestream"):
             cmd = [
                 python,
                 "-m",
@@ -272,6 +272,8 @@ def measure(
                 "--stall-timeout",
                 "600",
             ]
+            if contender == "pricestream-asgi":
+                cmd.append("--no-direct-writes")  # every send through ASGI, as before app.direct
             if not scenario.market:
                 # Every update rendered (and encoded) once, as the floors do: fan-out against
                 # fan-out.
@@ -592,7 +594,8 @@ def main() -> None:
         nargs="*",
         default=list(CONTENDERS),
         help="each scenario runs those of these that serve it: the floor and common SSE "
-        "fan-out, wsfloor WebSocket fan-out, pricestream all",
+        "fan-out, wsfloor WebSocket fan-out, pricestream all (pricestream-asgi is pricestream "
+        "with --no-direct-writes)",
     )
     parser.add_argument("--symbols", type=int, default=10, help="K, symbols per viewer")
     parser.add_argument("--seconds", type=float, default=10, help="measuring window")

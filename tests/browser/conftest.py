@@ -9,9 +9,7 @@ download cannot work here); the session installs it when it is missing.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -38,6 +36,7 @@ from app.config import Settings
 from app.demo import DemoExchange
 from app.server import Server, uvicorn_config
 from tests.conftest import data_dir
+from tests.system import debian_program
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,24 +55,7 @@ pytestmark = pytest.mark.browser
 
 
 def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        # As root on a fresh machine (CI): install Debian's package. Elsewhere, say what to do.
-        try:
-            subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600)
-            subprocess.run(
-                ["apt-get", "install", "-y", "-qq", "chromium"],
-                check=True,
-                timeout=900,
-                env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            pytest.fail(
-                f"Chromium is missing and could not be installed ({exc}); "
-                "install Debian's 'chromium' package"
-            )
-        path = shutil.which("chromium") or "/usr/bin/chromium"
-    return path
+    return debian_program("chromium", "chromium")
 
 
 @pytest.fixture(scope="session")
