@@ -23,7 +23,7 @@ from app.config import Settings
 from app.demo import DemoExchange
 from app.hub import Hub
 from app.limits import ViewerLimits
-from app.metrics import registry
+from app.metrics import WorkerShare, registry
 from app.portfolio import PortfolioFeed
 from app.render import Renderer
 from app.rest import Rest
@@ -32,6 +32,7 @@ from app.store import Alert, open_store
 from app.stream import EventStream
 from app.symbols import SymbolDirectory
 from app.webhooks import Deliverer
+from app.workers import Worker
 from app.ws import PATH as WS_PATH
 from app.ws import PriceSocket
 
@@ -41,14 +42,15 @@ logger = logging.getLogger(__name__)
 FIRST_FETCH_TIMEOUT = 5.0
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, worker: Worker | None = None) -> Starlette:
+    """The app; `worker` when it is one of several processes on one port (app.workers)."""
     renderer = Renderer()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             effective = settings
-            if settings.demo:
+            if settings.demo and not (worker is not None and worker.shared_demo):
                 demo = await stack.enter_async_context(DemoExchange())
                 # Reachable from outside (the browser tests drive its faults through it).
                 app.state.demo_exchange = demo
@@ -79,6 +81,9 @@ def create_app(settings: Settings) -> Starlette:
             await stack.enter_async_context(PortfolioFeed(store, directory, hub, renderer))
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
             metrics = registry(hub, limits, rest, directory)
+            share = None
+            if worker is not None:
+                share = await stack.enter_async_context(WorkerShare(metrics, worker))
             # Also on app.state, for tests and tools that look inside a running server.
             app.state.hub, app.state.limits, app.state.store = hub, limits, store
             yield {
@@ -88,6 +93,7 @@ def create_app(settings: Settings) -> Starlette:
                 "renderer": renderer,
                 "limits": limits,
                 "metrics": metrics,
+                "metrics_share": share,
                 "store": store,
                 "alerts": alerts,
             }

@@ -16,6 +16,7 @@ from app.application import create_app, drain
 from app.config import ENV_PREFIX, Settings, SettingsError, parse_value, setting_fields
 from app.server import Server, uvicorn_config
 from app.store import StoreError, open_store
+from app.workers import Supervisor, worker_count
 
 
 def flag_name(field_name: str) -> str:
@@ -71,8 +72,8 @@ def settings_from(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         parser.error(str(exc))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    settings = settings_from(sys.argv[1:] if argv is None else argv, os.environ)
+def configure_logging(settings: Settings) -> None:
+    """One line per record, at `--log-level` (in each worker process too)."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -81,12 +82,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Per-request chatter from libraries; our own modules log every state change.
         for name in ("httpx", "app.demo.wire"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings = settings_from(sys.argv[1:] if argv is None else argv, os.environ)
+    configure_logging(settings)
     try:
         # Checked before uvicorn starts, so a bad data folder is one sentence, not a traceback.
         open_store(settings.data_dir).conn.close()
     except StoreError as exc:
         print(f"pricestream: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    count = worker_count(settings.workers)
+    if count > 1:
+        raise SystemExit(Supervisor(settings, count).run())
     app = create_app(settings)
     config = uvicorn_config(app, settings)
     try:

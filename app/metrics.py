@@ -10,16 +10,27 @@ collide. Every name starts with `pricestream_`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import glob
+import os
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from app.binance import State
@@ -27,6 +38,11 @@ from app.hub import LATENCY_BUCKETS, Hub
 from app.limits import ViewerLimits
 from app.rest import Rest
 from app.symbols import SymbolDirectory
+from app.workers import Worker, shared_metrics_path
+
+# How often (seconds) each worker leaves its metrics for the others: a scrape answered by one
+# worker shows the others' as of at most this long ago.
+SHARE_INTERVAL = 1.0
 
 
 class PricestreamCollector(Collector):
@@ -155,3 +171,75 @@ def registry(
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+class WorkerShare:
+    """With `--workers`, each worker's metrics in the folder the workers share, and all of them
+    merged for a scrape, each sample labelled `worker` with its process's pid.
+
+    A worker writes its own registry's text there every `SHARE_INTERVAL` (and when it answers a
+    scrape), so whichever worker Prometheus reaches reports every worker: summed over `worker`,
+    `pricestream_viewers` is every open viewer. A worker's file leaves with it (at its shutdown,
+    or by the parent when it dies), and its counters with it, as a restarted process's would.
+    Use as `async with WorkerShare(...)`: it owns the writing task."""
+
+    def __init__(self, registry: CollectorRegistry, worker: Worker) -> None:
+        self.registry = registry
+        self.worker = worker
+        self.path = shared_metrics_path(worker.share, os.getpid())
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> WorkerShare:
+        self._task = asyncio.create_task(self._run(), name="metrics-share")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+
+    async def _run(self) -> None:
+        while True:
+            self.write()
+            await asyncio.sleep(SHARE_INTERVAL)
+
+    def write(self) -> None:
+        """Our metrics, replaced in one step so that a reader never sees half of them."""
+        partial = f"{self.path}.partial"
+        with open(partial, "wb") as out:
+            out.write(generate_latest(self.registry))
+        os.replace(partial, self.path)
+
+    def merged(self) -> bytes:
+        """Every worker's metrics as one exposition, ours fresh."""
+        self.write()
+        families: dict[str, Metric] = {}
+        for path in sorted(glob.glob(os.path.join(self.worker.share, "*.prom"))):
+            pid = os.path.basename(path).removesuffix(".prom")
+            try:
+                with open(path, encoding="utf-8") as text:
+                    parsed = list(text_string_to_metric_families(text.read()))
+            except (OSError, ValueError):
+                continue  # a worker that is just leaving, or just arriving
+            for family in parsed:
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                merged.samples += [
+                    s._replace(labels={**s.labels, "worker": pid}) for s in family.samples
+                ]
+        shared = CollectorRegistry(auto_describe=False)
+        shared.register(_Fixed(list(families.values())))
+        return generate_latest(shared)
+
+
+class _Fixed(Collector):
+    """Metric families already collected, for `generate_latest`."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)

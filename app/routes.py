@@ -7,7 +7,9 @@ where a program is). The hub and the directory come from the lifespan state.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
@@ -27,6 +29,7 @@ from app.api import quotes, topic
 from app.config import Settings
 from app.embeds import builder, embed
 from app.errors import InputError
+from app.metrics import WorkerShare
 from app.owner import alert_api, alerts_api, portfolio_api, signin, signout
 from app.owner_pages import alerts_page, delete_alert, portfolio_page
 from app.pages import (
@@ -152,13 +155,19 @@ async def fragment(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    health = hub_of(request).health()
+    # Which process answered: one of several with --workers.
+    health = {**hub_of(request).health(), "worker": os.getpid()}
     return JSONResponse(health, status_code=503 if health["status"] == "down" else 200)
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus' text format, from this app's registry (app.metrics)."""
-    body = generate_latest(request.state.metrics)
+    """Prometheus' text format, from this app's registry (app.metrics); with --workers, every
+    worker's, labelled by worker."""
+    share: WorkerShare | None = request.state.metrics_share
+    if share is None:
+        body = generate_latest(request.state.metrics)
+    else:
+        body = await asyncio.to_thread(share.merged)  # files: off the event loop
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
