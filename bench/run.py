@@ -24,7 +24,10 @@ Four kinds of scenario:
 For each scenario and each contender, it starts a fresh upstream (bench/feed.py) and server,
 connects N viewers from load processes (bench/load.py), measures for a window, and reads the
 server's CPU time and RSS from /proc. The server is pinned to CPU 0 and everything else to the
-other CPUs, so the server has one core and the load generators are not starved by it. Only
+other CPUs, so the server has one core and the load generators are not starved by it. The
+exception is `pricestream-2w` (`--workers 2`, fan-out scenarios): its two workers may use every
+core, the load generators' included, so it shows what a second worker buys on this machine
+when the load shares it, not what two free cores would give. Only
 ratios within one run mean anything on a shared machine; the results go to stdout as Markdown
 and to bench/results/ as JSON.
 """
@@ -52,7 +55,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # One load process per this many viewers: enough processes that none of them is saturated.
 VIEWERS_PER_LOAD = 2500
-CONTENDERS = ("pricestream", "pricestream-asgi", "floor", "wsfloor", "common")
+CONTENDERS = ("pricestream", "pricestream-asgi", "pricestream-2w", "floor", "wsfloor", "common")
 SCENARIOS = (
     "100x100",
     "100x1000",
@@ -77,7 +80,7 @@ MARKET_TOPICS = (
 # Who runs each kind of scenario: the floors and the common contender know price cards only,
 # and each floor one transport.
 KIND_CONTENDERS = {
-    "sse": ("pricestream", "pricestream-asgi", "floor", "common"),
+    "sse": ("pricestream", "pricestream-asgi", "pricestream-2w", "floor", "common"),
     "ws": ("pricestream", "pricestream-asgi", "wsfloor"),
     "market": ("pricestream",),
     "mixed": ("pricestream", "pricestream-asgi"),
@@ -182,13 +185,27 @@ def pin(cpus: set[int]) -> Any:
     return apply
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a `--workers` server is a parent and its workers)."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            pids += tree(int(child))
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of `pid` and its living descendants."""
+    total = 0
+    for each in tree(pid):
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    """Resident memory of `pid` and its living descendants."""
+    return sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE for p in tree(pid))
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -274,6 +291,8 @@ def measure(
             ]
             if contender == "pricestream-asgi":
                 cmd.append("--no-direct-writes")  # every send through ASGI, as before app.direct
+            if contender == "pricestream-2w":
+                cmd += ["--workers", "2"]  # both cores, shared with the load generator
             if not scenario.market:
                 # Every update rendered (and encoded) once, as the floors do: fan-out against
                 # fan-out.
@@ -293,10 +312,12 @@ def measure(
                 "--symbols",
                 str(scenario.symbols),
             ]
-        server = subprocess.Popen(cmd, preexec_fn=pin({0}), cwd=ROOT)
+        # One core for the server; two workers get both, and share them with the load.
+        cores = {0, 1} if contender == "pricestream-2w" else {0}
+        server = subprocess.Popen(cmd, preexec_fn=pin(cores), cwd=ROOT)
         procs.append(server)
         wait_port(port)
-        time.sleep(0.5)
+        time.sleep(2.0 if contender == "pricestream-2w" else 0.5)  # every worker listening
         rss_idle = rss_bytes(server.pid)
         loads: list[tuple[str, subprocess.Popen[str]]] = []
         for transport in scenario.transports():
