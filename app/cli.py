@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from app import __version__
 from app.application import create_app, drain
 from app.config import ENV_PREFIX, Settings, SettingsError, parse_value, setting_fields
-from app.server import Server, uvicorn_config
+from app.server import Server, raise_open_files_limit, uvicorn_config
 from app.store import StoreError, open_store
 from app.workers import Supervisor, worker_count
 
@@ -93,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StoreError as exc:
         print(f"pricestream: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    raise_open_files_limit(settings)
     count = worker_count(settings.workers)
     if count > 1:
         raise SystemExit(Supervisor(settings, count).run())

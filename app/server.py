@@ -9,6 +9,8 @@ lets WebSocket clients get their close (1001, going away) before uvicorn closes 
 from __future__ import annotations
 
 import inspect
+import logging
+import resource
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +23,29 @@ from app.direct import HttpProtocol, WebSocketProtocol
 # The largest WebSocket frame uvicorn takes at all (it closes with 1009 past it); app.ws refuses
 # client messages well below this with a sentence of its own.
 WS_MAX_FRAME = 64 * 1024
+
+
+logger = logging.getLogger(__name__)
+# Files a process needs besides its viewers' sockets: listening socket, upstream connections,
+# the database, logs, the event loop's own.
+SPARE_FILES = 64
+
+
+def raise_open_files_limit(settings: Settings) -> None:
+    """Every viewer is an open socket: take the most open files the system allows this process
+    (many systems start processes at 1,024), and say so if that is fewer than `--max-viewers`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft - SPARE_FILES < settings.max_viewers:
+        logger.warning(
+            "this process may open %d files, so it can hold about %d viewers, fewer than "
+            "--max-viewers %d (raise the limit with ulimit -n or LimitNOFILE=)",
+            soft,
+            soft - SPARE_FILES,
+            settings.max_viewers,
+        )
 
 
 def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Config:

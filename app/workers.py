@@ -221,9 +221,10 @@ def serve_worker(settings: Settings, worker: Worker) -> None:
     # Imported here: the parent needs none of the server, and a spawned child imports afresh.
     from app.application import create_app, drain
     from app.cli import configure_logging
-    from app.server import Server, uvicorn_config
+    from app.server import Server, raise_open_files_limit, uvicorn_config
 
     configure_logging(settings)
+    raise_open_files_limit(settings)
     sock = shared_port_socket(settings.host, settings.port)
     app = create_app(settings, worker)
     config = uvicorn_config(app, settings)
