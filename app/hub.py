@@ -367,9 +367,10 @@ class Hub:
     def add_topics(self, sub: Subscriber, topics: Iterable[Topic]) -> None:
         """`sub` now also gets `topics` (checked), starting with their current value."""
         new = [t for t in dict.fromkeys(topics) if t not in sub.topics]
-        sub.topics += tuple(new)
-        for topic in new:
-            entry = self._acquire(topic)
+        entries = [self._acquire(topic) for topic in new]
+        # The hub's own Topic objects, not the request's: one per topic, not per viewer.
+        sub.topics += tuple(entry.panel.topic for entry in entries)
+        for topic, entry in zip(new, entries, strict=True):
             if sub.transport == "ws":
                 entry.clients.add(sub)
                 sub.push(topic.event, self._client_message(entry))

@@ -134,17 +134,11 @@ class EventStream:
         sub.portfolio = private and portfolio
         sub.owner = asyncio.current_task()
         watcher: asyncio.Task[None] | None = None
-        loop = asyncio.get_running_loop()
         try:
             # The snapshot (status and the current value of each topic), through ASGI and with
             # the reconnect delay on it.
-            if (chunk := await sub.next_chunk()) is None:
+            if not await _send_snapshot(sub, settings, send):
                 return True
-            body = f"retry: {settings.sse_retry_ms}\r\n".encode() + chunk
-            sub.sending_since = loop.time()
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            sub.sending_since = None
-            sub.bytes_out += len(body)
             if writer is not None and writer.usable():
                 sub.stop_by_cancel = True  # the hub ends it by cancelling the wait below
                 hub.go_direct(sub, writer)
@@ -152,11 +146,13 @@ class EventStream:
                     pass
                 return True
             watcher = asyncio.create_task(_wait_for_disconnect(receive, sub))
+            loop = asyncio.get_running_loop()
             while (chunk := await sub.next_chunk()) is not None:
                 sub.sending_since = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sub.sending_since = None
                 sub.bytes_out += len(chunk)
+                del chunk  # not held while waiting for the next
             return True
         except asyncio.CancelledError:
             # Stopped by the hub (shutdown, or its clock cutting off a stalled reader): end the
@@ -168,6 +164,20 @@ class EventStream:
             hub.unsubscribe(sub)
             if watcher is not None:
                 watcher.cancel()
+
+
+async def _send_snapshot(sub: Subscriber, settings: Settings, send: Send) -> bool:
+    """The first chunk, through ASGI: the status and the current value of each topic, with the
+    reconnect delay. False if the hub closed the subscriber first. (A function of its own so
+    that its 10-odd KB are freed when it returns: a direct viewer's task then waits for hours.)"""
+    if (chunk := await sub.next_chunk()) is None:
+        return False
+    body = f"retry: {settings.sse_retry_ms}\r\n".encode() + chunk
+    sub.sending_since = asyncio.get_running_loop().time()
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    sub.sending_since = None
+    sub.bytes_out += len(body)
+    return True
 
 
 async def _wait_for_disconnect(receive: Receive, sub: Subscriber) -> None:

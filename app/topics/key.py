@@ -77,8 +77,20 @@ def check_interval(text: str) -> str:
     return interval
 
 
+# Topics asked for so far, each kept once. Bounded, because without the symbol list any
+# well-formed symbol passes the check.
+_INTERNED: dict[Topic, Topic] = {}
+_MAX_INTERNED = 100_000
+
+
 def parse_topic(text: str, directory: SymbolDirectory) -> Topic:
-    """One topic from user input, checked; raises TopicError naming the bad part."""
+    """One topic from user input, checked; raises TopicError naming the bad part. The same
+    topic is the same object for every viewer (a stream holds its topics for hours)."""
+    topic = _parse_topic(text, directory)
+    return _INTERNED.setdefault(topic, topic) if len(_INTERNED) < _MAX_INTERNED else topic
+
+
+def _parse_topic(text: str, directory: SymbolDirectory) -> Topic:
     raw = text.strip()
     if not raw:
         raise TopicError("empty topic: name one, like price:BTCUSDT")
