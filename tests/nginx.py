@@ -83,9 +83,17 @@ def site_config(listen: int, servers: Sequence[int]) -> str:
 class Nginx:
     """Debian's nginx in the foreground, its pid file and logs in `prefix`."""
 
+    binary: str
     prefix: Path
     port: int
     proc: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    async def make(cls, prefix: Path) -> Nginx:
+        """An nginx on a free loopback port; Debian's package is installed first if missing
+        (in a thread: apt-get may take minutes, and servers may share this loop)."""
+        binary = await asyncio.to_thread(debian_program, "nginx", "nginx", search=("/usr/sbin",))
+        return cls(binary, prefix, free_port())
 
     @property
     def url(self) -> str:
@@ -103,8 +111,7 @@ class Nginx:
         self.conf.write_text(_MAIN.format(prefix=self.prefix))
 
     def command(self, *args: str) -> list[str]:
-        binary = debian_program("nginx", "nginx", search=("/usr/sbin",))
-        return [binary, "-p", f"{self.prefix}/", "-c", str(self.conf), "-e", self.log, *args]
+        return [self.binary, "-p", f"{self.prefix}/", "-c", str(self.conf), "-e", self.log, *args]
 
     @property
     def log(self) -> str:
@@ -264,7 +271,8 @@ async def behind_nginx(
     """`servers` pricestream processes on `exchange`, behind nginx; all stopped, and their
     folders removed, at the end."""
     with tempfile.TemporaryDirectory(prefix="pricestream-nginx-") as folder:
-        cluster = Cluster(Nginx(Path(folder) / "nginx", free_port()))
+        os.chmod(folder, 0o755)  # nginx's workers pass through it (see Nginx.write)
+        cluster = Cluster(await Nginx.make(Path(folder) / "nginx"))
         try:
             started = await asyncio.gather(
                 *(

@@ -78,7 +78,7 @@ async def test_the_configuration_is_accepted_and_keeps_streams_unbuffered_and_al
     assert _directive(_block(text, "upstream pricestream"), "keepalive") == "32"
     # And Debian's nginx accepts every directive of it.
     with tempfile.TemporaryDirectory(prefix="pricestream-nginx-") as folder:
-        nginx = Nginx(Path(folder), free_port())
+        nginx = await Nginx.make(Path(folder))
         nginx.write([free_port(), free_port()])
         await nginx.check()
 
