@@ -291,6 +291,9 @@ def measure(
                 # ticker stream be resubscribed as stuck, in the middle of one.
                 "--stall-timeout",
                 "600",
+                # Its own empty database, never the user's.
+                "--data-dir",
+                str(reports_dir / "data"),
             ]
             if contender == "pricestream-asgi":
                 cmd.append("--no-direct-writes")  # every send through ASGI, as before app.direct
