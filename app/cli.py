@@ -15,7 +15,7 @@ from app import __version__
 from app.application import create_app, drain
 from app.config import ENV_PREFIX, Settings, SettingsError, parse_value, setting_fields
 from app.server import Server, uvicorn_config
-from app.store import StoreError, open_store
+from app.store import StoreError, check_store
 
 
 def flag_name(field_name: str) -> str:
@@ -82,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in ("httpx", "app.demo.wire"):
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        # Checked before uvicorn starts, so a bad data folder is one sentence, not a traceback.
-        open_store(settings.data_dir).conn.close()
+        # Checked before uvicorn starts, so a bad data folder or database is one sentence, not
+        # a traceback.
+        check_store(settings.data_dir, settings.database)
     except StoreError as exc:
         print(f"pricestream: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

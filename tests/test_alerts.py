@@ -19,7 +19,8 @@ import pytest
 from app.alerts import AlertBook
 from app.demo import DemoExchange
 from app.store import Alert, StoreError, open_store
-from app.store.sqlite import FILENAME, SCHEMA_VERSION
+from app.store.schema import SCHEMA_VERSION
+from app.store.sqlite import FILENAME
 from tests.conftest import (
     WAIT,
     LiveServer,
