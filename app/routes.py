@@ -40,7 +40,7 @@ from app.pages import (
     settings_of,
 )
 from app.render import resource_dir
-from app.store import StoreDown
+from app.store import Store, StoreDown
 from app.topics.key import (
     DEFAULT_INTERVAL,
     SWITCH_INTERVALS,
@@ -157,6 +157,10 @@ async def fragment(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     health = hub_of(request).health()
+    # Where alerts live, and whether the last use of it worked (never its address: this page
+    # is public). Not part of "status": prices are served either way.
+    store: Store = request.state.store
+    health["database"] = {"kind": store.kind, "reachable": store.reachable}
     return JSONResponse(health, status_code=503 if health["status"] == "down" else 200)
 
 

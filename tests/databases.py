@@ -78,9 +78,11 @@ class PostgresServer:
         self._run("pg_ctl", "stop", "-D", str(self.data), "-w", "-t", "30", "-s", "-m", "fast")
 
     def remove(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self._run("pg_ctl", "stop", "-D", str(self.data), "-w", "-s", "-m", "immediate")
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self._run("pg_ctl", "stop", "-D", str(self.data), "-w", "-s", "-m", "immediate")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def url(self, name: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"

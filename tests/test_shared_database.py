@@ -316,6 +316,7 @@ async def test_a_database_that_goes_away_answers_503_while_prices_flow_then_come
             alert_id = created.json()["id"]
             await eventually(lambda: "solusdt@trade" in exchange.subscriptions())
 
+            status = (await http.get("/healthz")).json()["status"]
             await asyncio.to_thread(postgres.stop)
             async for answer in _answers(http, alert_id):
                 assert answer.status_code == 503, (answer.request.url, answer.text)
@@ -326,6 +327,9 @@ async def test_a_database_that_goes_away_answers_503_while_prices_flow_then_come
                     assert "Database unreachable" in answer.text  # the error page
                 else:
                     assert answer.text.startswith("the database 'test")
+            health = (await http.get("/healthz")).json()
+            assert health["database"] == {"kind": "postgresql", "reachable": False}
+            assert health["status"] == status  # the database is not the board's health
             # Prices never touch the database.
             exchange.trade("BTCUSDT", price="50000.50")
             await page.until(lambda e: 'data-price="50000.50000000"' in e.data)
@@ -342,6 +346,8 @@ async def test_a_database_that_goes_away_answers_503_while_prices_flow_then_come
             async with asyncio.timeout(WAIT):
                 while (await http.get("/api/v1/alerts")).status_code != 200:
                     await asyncio.sleep(0.1)
+            health = (await http.get("/healthz")).json()
+            assert health["database"] == {"kind": "postgresql", "reachable": True}
             listed = (await http.get("/api/v1/alerts")).json()["alerts"]
             assert [(a["id"], a["state"]) for a in listed] == [(alert_id, "armed")]
             exchange.trade("SOLUSDT", price="141")

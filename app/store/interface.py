@@ -14,6 +14,10 @@ from app.store.records import Alert, Delivery, Holding
 
 class Store(Protocol):
     name: str  # where the data is, for messages and logs (never with a password)
+    kind: str  # "sqlite" or "postgresql"
+
+    @property
+    def reachable(self) -> bool: ...
 
     async def aclose(self) -> None: ...
 

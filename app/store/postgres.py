@@ -131,9 +131,9 @@ class PostgresStore(SQLStore):
         self._conn: psycopg.Connection[Any] | None = conn
         self._url = url
         self.name = name
+        self.kind = "postgresql"
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._retry_at = 0.0  # monotonic time before which no new connection is tried
-        self._down: str | None = None  # why the database cannot be reached, while it cannot
 
     async def _run(self, fn: Callable[[], T], *, retry: bool = False) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, fn, retry)

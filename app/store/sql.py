@@ -54,6 +54,13 @@ class SQLStore:
     """The Store interface over any connection that speaks our SQL."""
 
     name: str  # where the data is, for messages: a file, or a database without its password
+    kind: str  # "sqlite" or "postgresql"
+    _down: str | None = None  # why the database cannot be used, while it cannot
+
+    @property
+    def reachable(self) -> bool:
+        """False from a failed call until one succeeds again."""
+        return self._down is None
 
     # -- what a backend supplies -------------------------------------------------------------
 

@@ -127,18 +127,26 @@ class SQLiteStore(SQLStore):
         self.conn = conn
         self.path = path
         self.name = str(path)
+        self.kind = "sqlite"
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
 
     async def _run(self, fn: Callable[[], T], *, retry: bool = False) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+            result = await asyncio.get_running_loop().run_in_executor(self._thread, fn)
         except sqlite3.OperationalError as exc:
             # Locked past busy_timeout by another server, the disk gone or full: the file
             # is fine, it cannot be used at this moment.
+            if self._down is None:
+                logger.warning("database file %s cannot be used (%s)", self.name, exc)
+            self._down = str(exc)
             raise StoreDown(
                 f"the database file {self.name!r} cannot be used right now ({exc}); alerts and "
                 "the portfolio are back as soon as it can"
             ) from exc
+        if self._down is not None:
+            logger.warning("database file %s usable again", self.name)
+            self._down = None
+        return result
 
     def _execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         return self.conn.execute(sql, args)
