@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.system import debian_program
 
@@ -40,10 +41,14 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.bin = Path(debian_program("initdb", "postgresql", search=_SEARCH)).parent
-        self.folder = Path(tempfile.mkdtemp(prefix="pricestream-pg-"))
+        self.user = "postgres" if os.geteuid() == 0 else None
+        # As root, in /tmp itself: the postgres user must be able to reach the folder, and root's
+        # own TMPDIR may sit under /root, which it cannot enter.
+        self.folder = Path(
+            tempfile.mkdtemp(prefix="pricestream-pg-", dir="/tmp" if self.user else None)
+        )
         self.data = self.folder / "data"
         self.port = _free_port()
-        self.user = "postgres" if os.geteuid() == 0 else None
         if self.user is not None:
             shutil.chown(self.folder, self.user, self.user)
         self._run(
@@ -52,14 +57,18 @@ class PostgresServer:
         )  # fmt: skip
 
     def _run(self, program: str, *args: str) -> None:
-        subprocess.run(
+        done = subprocess.run(
             [str(self.bin / program), *args],
-            check=True,
             capture_output=True,
+            text=True,
             timeout=60,
             cwd=self.folder,  # the postgres user may not enter our working folder
             user=self.user,
         )
+        if done.returncode != 0:
+            log = self.folder / "log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.fail(f"{program} {' '.join(args)} failed: {done.stderr}{tail}")
 
     def start(self) -> None:
         options = (
