@@ -23,7 +23,7 @@ from decimal import Decimal
 
 from app.hub import Hub
 from app.market import Message, Trade
-from app.store import Alert, Delivery, Store
+from app.store import Alert, Delivery, Store, StoreDown
 
 logger = logging.getLogger(__name__)
 _LAST = "\U0010ffff"  # sorts after every id: bisect to the end of one threshold's alerts
@@ -90,29 +90,50 @@ class AlertBook:
 
 
 class Alerts:
-    """Armed alerts, evaluated on every trade of their symbols. `async with Alerts(...)`."""
+    """Armed alerts, evaluated on every trade of their symbols. `async with Alerts(...)`.
+
+    Several servers may share one database: each keeps its own book, and a task looks at the
+    store every `poll` seconds (one small read) to learn of alerts the others made, deleted or
+    fired. Two servers hearing the same trade both try to fire; the store's conditional UPDATE
+    lets exactly one win, and both tell their owner's pages.
+    """
 
     def __init__(
-        self, store: Store, hub: Hub, on_fired: Callable[[Alert], None] = lambda alert: None
+        self,
+        store: Store,
+        hub: Hub,
+        on_fired: Callable[[Alert], None] = lambda alert: None,
+        poll: float = 2.0,
     ) -> None:
         self.store = store
         self.hub = hub
-        self.on_fired = on_fired  # after the firing is committed: tell pages, wake deliveries
+        self.on_fired = on_fired  # after a firing is committed: tell pages, wake deliveries
+        self.poll = poll
         self.book = AlertBook()
         self.armed: dict[str, Alert] = {}
-        self.fired_count = 0
+        self.fired_count = 0  # firings this server won
+        self._firing: set[str] = set()  # out of the book, their firing not yet settled
+        self._revision: int | None = None  # the store's change counter the book reflects
+        # Held by whatever changes the book from the store's answers (create, delete, a
+        # firing's outcome, a sync), so that an older answer never undoes a newer one.
+        self._lock = asyncio.Lock()
         self._listening: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._follower: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Alerts:
-        for alert in await self.store.armed():
-            self._arm(alert)
+        await self.sync()
         logger.info("alerts: %d armed", len(self.armed))
+        self._follower = asyncio.create_task(self._follow(), name="alerts-follow")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        # Firings under way are let finish: each is one short transaction, and a firing cut
-        # in half would be rolled back anyway and fire again on the next trade.
+        # Stop following the store first, then let firings under way finish: each is one
+        # short transaction, and a firing cut in half would be rolled back anyway and fire
+        # again on the next trade.
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.wait([self._follower])
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
         for symbol in list(self._listening):
@@ -120,22 +141,58 @@ class Alerts:
         self._listening.clear()
 
     async def create(self, alert: Alert) -> Alert:
-        await self.store.add_alert(alert)
-        self._arm(alert)
+        async with self._lock:
+            await self.store.add_alert(alert)
+            self._arm(alert)
         return alert
 
     async def delete(self, alert_id: str) -> bool:
-        deleted = await self.store.delete_alert(alert_id)
-        alert = self.armed.pop(alert_id, None)
-        if alert is not None:
-            self.book.remove(alert_id)
-            self._listen_or_not(alert.symbol)
+        async with self._lock:
+            deleted = await self.store.delete_alert(alert_id)
+            self._disarm(alert_id)
         return deleted
+
+    async def sync(self) -> None:
+        """Make the book match the store's armed alerts, if anything changed since last time
+        (alerts made, deleted or fired by another server sharing the database)."""
+        async with self._lock:
+            revision = await self.store.changes()
+            if revision == self._revision:
+                return
+            # Read after the counter: a change in between is seen again on the next look.
+            stored = {alert.id: alert for alert in await self.store.armed()}
+            gone = [self.armed[i] for i in self.armed if i not in stored]
+            for alert in gone:
+                self._disarm(alert.id)
+            for alert in stored.values():
+                if alert.id not in self.armed and alert.id not in self._firing:
+                    self._arm(alert)
+            self._revision = revision
+            for alert in gone:
+                # Fired elsewhere: this server's pages hear of it too, and its deliverer may
+                # take the delivery over if the other server dies before making it.
+                now = await self.store.alert(alert.id)
+                if now is not None and now.state == "fired":
+                    self.on_fired(now)
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            try:
+                await self.sync()
+            except StoreDown:
+                pass  # the store logged it; the next look tries again
 
     def _arm(self, alert: Alert) -> None:
         self.armed[alert.id] = alert
         self.book.add(alert)
         self._listen_or_not(alert.symbol)
+
+    def _disarm(self, alert_id: str) -> None:
+        alert = self.armed.pop(alert_id, None)
+        if alert is not None:
+            self.book.remove(alert_id)
+            self._listen_or_not(alert.symbol)
 
     def _listen_or_not(self, symbol: str) -> None:
         """Hear a symbol's trades exactly while it has armed alerts."""
@@ -160,6 +217,7 @@ class Alerts:
             self.book.add(self.armed[alert_id])
         firing = [self.armed.pop(i) for i in crossed if i not in too_early]
         for alert in firing:
+            self._firing.add(alert.id)
             task = asyncio.create_task(self._fire(alert, trade), name=f"fire {alert.id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -172,15 +230,29 @@ class Alerts:
             if alert.webhook is None
             else Delivery(uuid.uuid4().hex, alert.id, alert.webhook, "pending", 0, now, now)
         )
-        try:
-            won = await self.store.fire(alert.id, now, trade.price, delivery)
-        except Exception:
-            # The store failed (disk full, file gone): put it back, it fires on the next trade.
-            logger.exception("alerts: could not store the firing of %s; it stays armed", alert.id)
-            self._arm(alert)
-            return
+        async with self._lock:
+            self._firing.discard(alert.id)
+            try:
+                won = await self.store.fire(alert.id, now, trade.price, delivery)
+                settled = None if won else await self.store.alert(alert.id)
+            except StoreDown:
+                # Not stored, so not fired: it goes back in the book and the next trade past
+                # it fires it, once the database is back (the store logged the outage).
+                self._arm(alert)
+                return
+            except Exception:
+                # Anything else the store raised (a damaged file): the same, said loudly.
+                logger.exception(
+                    "alerts: could not store the firing of %s; it stays armed", alert.id
+                )
+                self._arm(alert)
+                return
         if not won:
-            return  # deleted meanwhile, or fired by someone else: nothing to tell
+            # Deleted meanwhile (nothing to tell), or fired by another server that heard the
+            # same trade: its firing is the one, and this server's pages hear of it too.
+            if settled is not None and settled.state == "fired":
+                self.on_fired(settled)
+            return
         self.fired_count += 1
         fired = replace(
             alert,

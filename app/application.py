@@ -27,8 +27,8 @@ from app.metrics import WorkerShare, registry
 from app.portfolio import PortfolioFeed
 from app.render import Renderer
 from app.rest import Rest
-from app.routes import not_found, routes
-from app.store import Alert, open_store
+from app.routes import not_found, routes, store_down
+from app.store import Alert, StoreDown, open_store
 from app.stream import EventStream
 from app.symbols import SymbolDirectory
 from app.webhooks import Deliverer
@@ -58,8 +58,8 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Starlette:
                 logger.warning(
                     "DEMO mode: prices are simulated by a local exchange at %s", demo.ws_url
                 )
-            # Off the event loop: opening checks every page of the file.
-            store = await asyncio.to_thread(open_store, settings.data_dir)
+            # Off the event loop: opening checks every page of a SQLite file, or connects.
+            store = await asyncio.to_thread(open_store, settings.data_dir, settings.database)
             stack.push_async_callback(store.aclose)
             rest = await stack.enter_async_context(Rest(effective))
             directory = SymbolDirectory(effective)
@@ -77,7 +77,9 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Starlette:
                 )
                 deliverer.wake()
 
-            alerts = await stack.enter_async_context(Alerts(store, hub, fired))
+            alerts = await stack.enter_async_context(
+                Alerts(store, hub, fired, poll=settings.database_poll)
+            )
             await stack.enter_async_context(PortfolioFeed(store, directory, hub, renderer))
             limits = ViewerLimits(settings.max_streams_per_client, settings.max_viewers)
             metrics = registry(hub, limits, rest, directory)
@@ -86,6 +88,7 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Starlette:
                 share = await stack.enter_async_context(WorkerShare(metrics, worker))
             # Also on app.state, for tests and tools that look inside a running server.
             app.state.hub, app.state.limits, app.state.store = hub, limits, store
+            app.state.alerts, app.state.deliverer = alerts, deliverer
             yield {
                 "hub": hub,
                 "directory": directory,
@@ -103,7 +106,7 @@ def create_app(settings: Settings, worker: Worker | None = None) -> Starlette:
     return PriceApp(
         routes=routes(settings),
         lifespan=lifespan,
-        exception_handlers={HTTPException: not_found},
+        exception_handlers={HTTPException: not_found, StoreDown: store_down},
     )
 
 

@@ -15,7 +15,7 @@ from app import __version__
 from app.application import create_app, drain
 from app.config import ENV_PREFIX, Settings, SettingsError, parse_value, setting_fields
 from app.server import Server, raise_open_files_limit, uvicorn_config
-from app.store import StoreError, open_store
+from app.store import StoreError, check_store
 from app.workers import Supervisor, worker_count
 
 
@@ -88,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from(sys.argv[1:] if argv is None else argv, os.environ)
     configure_logging(settings)
     try:
-        # Checked before uvicorn starts, so a bad data folder is one sentence, not a traceback.
-        open_store(settings.data_dir).conn.close()
+        # Checked before uvicorn starts, so a bad data folder or database is one sentence, not
+        # a traceback.
+        check_store(settings.data_dir, settings.database)
     except StoreError as exc:
         print(f"pricestream: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -58,6 +58,10 @@ class Settings:
         "where alerts and the portfolio live: empty for the SQLite file in --data-dir, or "
         "postgresql://user:password@host:port/name, one database for several servers",
     )
+    database_poll: float = _setting(
+        2.0,
+        "seconds between looks at the database for alerts other servers made, deleted or fired",
+    )
     workers: str = _setting(
         "1",
         "processes serving the same port, each with its own upstream connection: a number, or "
@@ -168,6 +172,8 @@ class Settings:
             raise SettingsError(f"port {self.port} is not a TCP port")
         if not self.symbols:
             raise SettingsError("symbols must name at least one symbol")
+        if self.database_poll <= 0:
+            raise SettingsError("database_poll must be positive")
         for name in (
             "grace_period",
             "backoff_initial",

@@ -15,7 +15,7 @@ from typing import Any
 
 from app.hub import Hub
 from app.render import Renderer
-from app.store import Store
+from app.store import Store, StoreDown
 from app.symbols import SymbolDirectory
 from app.topics.key import price
 
@@ -99,7 +99,10 @@ class PortfolioFeed:
             if not watching:
                 self._last = ""
                 continue
-            portfolio = await value_portfolio(self.store, self.directory, self.hub, wait=0)
+            try:
+                portfolio = await value_portfolio(self.store, self.directory, self.hub, wait=0)
+            except StoreDown:
+                continue  # the page keeps its last table; the store logged the outage
             html = self.renderer.fragment("portfolio", portfolio=portfolio)
             if html != self._last:
                 self._last = html

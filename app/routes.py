@@ -43,6 +43,7 @@ from app.pages import (
     settings_of,
 )
 from app.render import resource_dir
+from app.store import Store, StoreDown
 from app.topics.key import (
     DEFAULT_INTERVAL,
     SWITCH_INTERVALS,
@@ -59,6 +60,9 @@ logger = logging.getLogger(__name__)
 DEBUG_EXCERPT = 600
 # How long GET /fragment waits for first data of a topic nobody was watching.
 FRAGMENT_WAIT = 3.0
+# Seconds a client is asked to wait after a 503 for an unreachable database: about the store's
+# pause between attempts to connect again.
+STORE_RETRY_AFTER = 2
 
 
 async def board(request: Request) -> Response:
@@ -157,6 +161,10 @@ async def fragment(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     # Which process answered: one of several with --workers.
     health = {**hub_of(request).health(), "worker": os.getpid()}
+    # Where alerts live, and whether the last use of it worked (never its address: this page
+    # is public). Not part of "status": prices are served either way.
+    store: Store = request.state.store
+    health["database"] = {"kind": store.kind, "reachable": store.reachable}
     return JSONResponse(health, status_code=503 if health["status"] == "down" else 200)
 
 
@@ -186,6 +194,18 @@ async def not_found(request: Request, exc: Exception) -> Response:
             request, exc.status_code, "Not here", f"There is no page at {request.url.path!r}."
         )
     return plain_error(exc.status_code, f"{exc.status_code}: {exc.detail}")
+
+
+async def store_down(request: Request, exc: Exception) -> Response:
+    """The database cannot be reached: alert and portfolio routes say so (503), and prices,
+    which never touch it, carry on. The store connects again on a later request."""
+    assert isinstance(exc, StoreDown)
+    headers = {"Retry-After": str(STORE_RETRY_AFTER)}
+    if "text/html" in request.headers.get("accept", ""):
+        response = error_page(request, 503, "Database unreachable", str(exc))
+        response.headers.update(headers)
+        return response
+    return plain_error(503, str(exc), headers)
 
 
 def routes(settings: Settings) -> list[Route | Mount]:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
@@ -25,6 +25,7 @@ from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
 from app.server import Server, uvicorn_config
+from tests.databases import Database, PostgresServer
 
 # One time unit for the suite (websockets' tests/utils.py does the same), scaled on slow CI.
 MS = 0.001 * float(os.environ.get("PRICESTREAM_TEST_TIMESCALE", "1"))
@@ -80,6 +81,26 @@ def settings_for(ex: DemoExchange, **overrides: Any) -> Settings:
 def data_dir() -> str:
     """A fresh, empty data folder for one server (its SQLite file goes there)."""
     return tempfile.mkdtemp(prefix="pricestream-test-")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the whole session (started only if a test asks for it)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+# A test that takes `database` runs twice: on a SQLite file, and on a fresh PostgreSQL database.
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> Database:
+    if request.param == "sqlite":
+        return Database(data_dir())
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    return Database(data_dir(), postgres.create_database())
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Alerts end to end: real SQLite files, the real simulator, a real webhook target, real auth."""
+"""Alerts end to end: real databases (a SQLite file and a real PostgreSQL, each test that takes
+`database` on both), the real simulator, a real webhook target, real auth."""
 
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ import pytest
 from app.alerts import AlertBook
 from app.demo import DemoExchange
 from app.store import Alert, StoreError, open_store
-from app.store.sqlite import FILENAME, SCHEMA_VERSION
+from app.store.schema import SCHEMA_VERSION
+from app.store.sqlite import FILENAME
 from tests.conftest import (
     WAIT,
-    LiveServer,
-    data_dir,
     eventually,
     open_sse,
     run_server,
     settings_for,
 )
+from tests.databases import Database
 from tests.webhook_target import webhook_target
 
 pytestmark = pytest.mark.anyio
@@ -112,7 +113,17 @@ def test_a_read_only_data_dir_stops_start_up_with_a_sentence(tmp_path: Path) -> 
     assert "Traceback" not in done.stderr
 
 
-async def test_create_list_get_delete_and_bad_input(http: httpx.AsyncClient) -> None:
+async def test_create_list_get_delete_and_bad_input(
+    exchange: DemoExchange, database: Database
+) -> None:
+    async with (
+        run_server(settings_for(exchange, **database.settings)) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+    ):
+        await _create_list_get_delete_and_bad_input(http)
+
+
+async def _create_list_get_delete_and_bad_input(http: httpx.AsyncClient) -> None:
     created = await http.post(
         "/api/v1/alerts",
         json={"symbol": "btcusdt", "condition": "above", "price": "70000", "note": "moon"},
@@ -164,9 +175,9 @@ async def test_create_list_get_delete_and_bad_input(http: httpx.AsyncClient) -> 
         assert answer.text.startswith(sentence), answer.text
 
 
-async def test_too_many_alerts(exchange: DemoExchange) -> None:
+async def test_too_many_alerts(exchange: DemoExchange, database: Database) -> None:
     async with (
-        run_server(settings_for(exchange, max_alerts=2)) as server,
+        run_server(settings_for(exchange, max_alerts=2, **database.settings)) as server,
         httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
     ):
         body = {"symbol": "BTCUSDT", "condition": "below", "price": "1"}
@@ -178,9 +189,9 @@ async def test_too_many_alerts(exchange: DemoExchange) -> None:
 
 
 async def test_fires_once_on_the_first_trade_past_it_tells_the_page_and_delivers(
-    exchange: DemoExchange,
+    exchange: DemoExchange, database: Database
 ) -> None:
-    settings = settings_for(exchange, webhook_timeout=0.5)
+    settings = settings_for(exchange, webhook_timeout=0.5, **database.settings)
     async with (
         webhook_target(["fail", "hang", "ok"]) as target,
         run_server(settings) as server,
@@ -213,20 +224,11 @@ async def test_fires_once_on_the_first_trade_past_it_tells_the_page_and_delivers
         assert len(keys) == 1
         assert all(r.body["delivery_id"] in keys for r in target.received)
         assert target.received[-1].body["alert"]["fired_price"] == "3500.01000000"
-        await eventually(lambda: _delivery_state(server) == "delivered")
+        # What the database itself says (its own connection, as another process would see it).
+        await eventually(lambda: database.value("SELECT state FROM deliveries") == "delivered")
         await asyncio.sleep(0.5)
         assert len(target.received) == 3  # a 2xx ends it
         assert (await http.get(f"/api/v1/alerts/{alert['id']}")).json()["delivery"] == ("delivered")
-
-
-def _delivery_state(server: LiveServer) -> str | None:
-    """What the database itself says (its own connection, as another process would see it)."""
-    conn = sqlite3.connect(server.app.state.store.path)
-    try:
-        row = conn.execute("SELECT state FROM deliveries").fetchone()
-    finally:
-        conn.close()
-    return None if row is None else str(row[0])
 
 
 async def test_the_owner_token_guards_every_private_route(exchange: DemoExchange) -> None:
@@ -303,9 +305,9 @@ async def test_without_a_token_only_loopback_clients_are_the_owner(
 
 
 async def test_an_alert_crossed_while_the_upstream_was_down_fires_on_the_first_live_trade(
-    exchange: DemoExchange,
+    exchange: DemoExchange, database: Database
 ) -> None:
-    settings = settings_for(exchange, backoff_initial=0.2, backoff_max=0.4)
+    settings = settings_for(exchange, backoff_initial=0.2, backoff_max=0.4, **database.settings)
     async with (
         run_server(settings) as server,
         httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
@@ -323,39 +325,32 @@ async def test_an_alert_crossed_while_the_upstream_was_down_fires_on_the_first_l
         await eventually(lambda: "solusdt@trade" in exchange.subscriptions())
         trade = exchange.trade("SOLUSDT", price="141.50")
         await eventually(
-            lambda: (
-                server.app.state.store is not None and _alert_state(server, alert["id"]) == "fired"
-            )
+            lambda: database.value("SELECT state FROM alerts WHERE id = ?", alert["id"]) == "fired"
         )
         fired = (await http.get(f"/api/v1/alerts/{alert['id']}")).json()
         assert fired["fired_price"] == trade["p"] == "141.50000000"
 
 
-def _alert_state(server: LiveServer, alert_id: str) -> str | None:
-    conn = sqlite3.connect(server.app.state.store.path)
-    try:
-        row = conn.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else str(row[0])
-
-
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def _start(folder: str, port: int, upstream: DemoExchange) -> asyncio.subprocess.Process:
+async def start_process(
+    database: Database, port: int, upstream: DemoExchange, **env_overrides: str
+) -> asyncio.subprocess.Process:
+    """`python -m app` on `port` with `database`, in a process of its own (to kill -9)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRICESTREAM_")}
     env.update(
-        PRICESTREAM_DATA_DIR=folder,
+        database.env,
         PRICESTREAM_PORT=str(port),
         PRICESTREAM_UPSTREAM=upstream.ws_url,
         PRICESTREAM_REST=upstream.rest_url,
         PRICESTREAM_LOG_LEVEL="warning",
         PRICESTREAM_WEBHOOK_TIMEOUT="1",
     )
+    env.update(env_overrides)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "app", env=env)
     async with httpx.AsyncClient(timeout=1) as http:
         async with asyncio.timeout(WAIT * 2):
@@ -368,12 +363,12 @@ async def _start(folder: str, port: int, upstream: DemoExchange) -> asyncio.subp
 
 
 async def test_kill_9_between_firing_and_delivery_loses_nothing_and_fires_nothing_twice(
-    exchange: DemoExchange,
+    exchange: DemoExchange, database: Database
 ) -> None:
-    folder, port = data_dir(), _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     async with webhook_target(["fail"]) as failing:
-        proc = await _start(folder, port, exchange)
+        proc = await start_process(database, port, exchange)
         try:
             async with httpx.AsyncClient(base_url=base, timeout=WAIT) as http:
                 ids = []
@@ -400,7 +395,7 @@ async def test_kill_9_between_firing_and_delivery_loses_nothing_and_fires_nothin
                 await proc.wait()
     # Restarted with the target now answering: exactly the two pending ones, with their keys.
     async with webhook_target(["ok"], port=int(failing.url.split(":")[2].split("/")[0])) as target:
-        proc = await _start(folder, port, exchange)
+        proc = await start_process(database, port, exchange)
         try:
             await eventually(lambda: len(target.received) == 2, WAIT * 2)
             assert {r.headers["idempotency-key"] for r in target.received} == first_keys

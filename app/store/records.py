@@ -11,6 +11,11 @@ class StoreError(RuntimeError):
     """The database cannot be used; the message says which file, why, and what to do."""
 
 
+class StoreDown(RuntimeError):
+    """The database cannot be reached at the moment (a server stopped, a network cut); the
+    message is a sentence fit for a 503. The store tries again on its next use."""
+
+
 def iso(seconds: float | None) -> str | None:
     """Epoch seconds as an ISO 8601 UTC time with milliseconds, the API's time format."""
     if seconds is None:
