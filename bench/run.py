@@ -163,6 +163,9 @@ class Result:
     # Added with the WebSocket scenarios: whose numbers these are (in `mixed`, each transport
     # has its row; the server's CPU and RSS are the whole process's).
     transport: str = "sse"
+    # Added with direct writes: the share of the server's CPU time spent in the kernel (its
+    # system time), where a send on loopback also pays for the receiving side of TCP.
+    kernel_share: float = float("nan")
 
     @property
     def group(self) -> str:
@@ -197,13 +200,14 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of `pid` and its living descendants."""
-    total = 0
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU time of `pid` and its living descendants."""
+    user = system = 0
     for each in tree(pid):
         fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def rss_bytes(pid: int) -> int:
@@ -360,7 +364,7 @@ def measure(
             assert p.stdout is not None
             ready.setdefault(transport, []).append(p.stdout.readline().split())
         time.sleep(1.0)  # warm-up: every viewer has its snapshot and the rate is steady
-        cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+        (user0, system0), t0 = cpu_split(server.pid), time.monotonic()
         profiler = None
         if profile is not None:
             # py-spy samples from outside the process (100 Hz), so the profile costs the
@@ -396,7 +400,9 @@ def measure(
                 raise RuntimeError(f"a load process for {contender} {scenario.name} failed")
             report = json.loads((reports_dir / f"load-{i}.json").read_text())
             reports.setdefault(transport, []).append(report)
-        cpu, wall = cpu_seconds(server.pid) - cpu0, time.monotonic() - t0
+        user, system = cpu_split(server.pid)
+        user, system = user - user0, system - system0
+        cpu, wall = user + system, time.monotonic() - t0
         rss = rss_bytes(server.pid)
         if profiler is not None:
             # It writes its file only when its duration is over, which may be just after the
@@ -419,6 +425,7 @@ def measure(
             reports[transport],
             ready[transport],
             server_cpu=100 * cpu / wall,
+            kernel_share=system / cpu if cpu else float("nan"),
             rss_per_viewer_kib=(rss - rss_idle) / connections / 1024,
             rss_mib=rss / 2**20,
         )
@@ -530,15 +537,16 @@ def fanout_table(rows: list[Result], rounds: int) -> str:
     lines = [
         f"\n### N={n} {who}, R={r} updates/s (expected {n * r:,} events/s){_rounds(rounds)}\n",
         "| contender | delivered ev/s | vs floor | p50 ms | p90 ms | p99 ms | max ms "
-        "| p99 2nd half ms | server CPU % | CPU µs/event | KB/viewer/s | RSS/viewer KiB "
-        "| connect s | not connected | dropped | load CPU % |",
-        "|---|" + "---:|" * 15,
+        "| p99 2nd half ms | server CPU % | kernel % of it | CPU µs/event | KB/viewer/s "
+        "| RSS/viewer KiB | connect s | not connected | dropped | load CPU % |",
+        "|---|" + "---:|" * 16,
     ]
     for x in rows:
         ratio = f"{x.delivered / floor.delivered:.2f}x" if floor and floor.delivered else "—"
         lines.append(
             f"| {x.contender} | {x.delivered:,.0f} | {ratio} | {x.p50:.1f} | {x.p90:.1f} "
             f"| {x.p99:.1f} | {x.max:.0f} | {x.p99_late:.1f} | {x.server_cpu:.0f} "
+            f"| {100 * x.kernel_share:.0f} "
             f"| {x.cpu_per_event_us:.1f} | {x.bytes_per_viewer_s / 1000:.1f} "
             f"| {x.rss_per_viewer_kib:.1f} | {x.connect_seconds:.1f} "
             f"| {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
