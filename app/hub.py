@@ -289,7 +289,10 @@ class Hub:
         # What left for viewers and clients that have gone, by transport (`sent` adds the rest).
         self.sent_events: Counter[str] = Counter()
         self.sent_bytes: Counter[str] = Counter()
-        self.latency = Latency()  # Binance's event time to the hand-over to every socket
+        # Binance's event time to the end of the flush that wrote the update to every direct
+        # socket (and woke every other viewer's task to send it).
+        self.latency = Latency()
+        self._sending: list[int] = []  # event times (ms) of the updates the next flush carries
         self.status_html = ""
         self.status_json = ""
         self.draining = False
@@ -701,7 +704,7 @@ class Hub:
         self._dirty_event.set()
         event_time = entry.panel.event_time
         if event_time and entry.panel.binance_time:
-            self.latency.observe(max(0.0, time.time() - event_time / 1000))
+            self._sending.append(event_time)  # timed when the flush has written it
 
     def _client_message(self, entry: _Entry) -> str:
         if entry.json is None:
@@ -728,6 +731,7 @@ class Hub:
             await self._dirty_event.wait()
             self._dirty_event.clear()
             dirty, self._dirty = self._dirty, set()
+            sending, self._sending = self._sending, []
             for sub in dirty:
                 writer = sub.direct
                 if writer is None:
@@ -739,6 +743,9 @@ class Hub:
                     elif not sub.closed and writer.open():
                         sub.sending_since = None
                         sub.bytes_out += writer.write(sub.take())
+            now = time.time() * 1000
+            for event_time in sending:
+                self.latency.observe(max(0.0, now - event_time) / 1000)
             await asyncio.sleep(interval)
 
     def go_direct(self, sub: Subscriber, writer: Writer) -> None:

@@ -155,7 +155,8 @@ class PricestreamCollector(Collector):
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         yield HistogramMetricFamily(
             "pricestream_update_latency_seconds",
-            "From Binance's event time to the update's hand-over to every socket",
+            "From Binance's event time to the end of the flush that wrote the update to every "
+            "socket",
             buckets=buckets,
             sum_value=latency.total,
         )

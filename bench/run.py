@@ -43,9 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.simulation import MARKET
 
@@ -166,6 +169,8 @@ class Result:
     # Added with direct writes: the share of the server's CPU time spent in the kernel (its
     # system time), where a send on loopback also pays for the receiving side of TCP.
     kernel_share: float = float("nan")
+    # pricestream's own p99 (its latency histogram's bucket bound): what the server adds.
+    server_p99_ms: float = float("nan")
 
     @property
     def group(self) -> str:
@@ -213,6 +218,33 @@ def cpu_split(pid: int) -> tuple[float, float]:
 def rss_bytes(pid: int) -> int:
     """Resident memory of `pid` and its living descendants."""
     return sum(int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE for p in tree(pid))
+
+
+def server_latency(port: int) -> dict[float, float]:
+    """The server's own `pricestream_update_latency_seconds` buckets (cumulative counts by upper
+    bound, summed over workers): Binance's event time to the end of the flush that wrote each
+    update, so what the server adds, without the load generator's own delays."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "pricestream_update_latency_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound (ms) of the bucket holding quantile `q` of what was observed between two
+    scrapes; nan if nothing was."""
+    counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = counts[-1][1] if counts else 0.0
+    for bound, cumulative in counts:
+        if total and cumulative >= q * total:
+            return bound * 1000
+    return float("nan")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -364,6 +396,8 @@ def measure(
             assert p.stdout is not None
             ready.setdefault(transport, []).append(p.stdout.readline().split())
         time.sleep(1.0)  # warm-up: every viewer has its snapshot and the rate is steady
+        timed = contender.startswith("pricestream")
+        latency0 = server_latency(port) if timed else {}
         (user0, system0), t0 = cpu_split(server.pid), time.monotonic()
         profiler = None
         if profile is not None:
@@ -400,6 +434,7 @@ def measure(
                 raise RuntimeError(f"a load process for {contender} {scenario.name} failed")
             report = json.loads((reports_dir / f"load-{i}.json").read_text())
             reports.setdefault(transport, []).append(report)
+        latency1 = server_latency(port) if timed else {}
         user, system = cpu_split(server.pid)
         user, system = user - user0, system - system0
         cpu, wall = user + system, time.monotonic() - t0
@@ -426,6 +461,7 @@ def measure(
             ready[transport],
             server_cpu=100 * cpu / wall,
             kernel_share=system / cpu if cpu else float("nan"),
+            server_p99_ms=bucket_quantile(latency0, latency1, 0.99) if timed else float("nan"),
             rss_per_viewer_kib=(rss - rss_idle) / connections / 1024,
             rss_mib=rss / 2**20,
         )
@@ -537,21 +573,27 @@ def fanout_table(rows: list[Result], rounds: int) -> str:
     lines = [
         f"\n### N={n} {who}, R={r} updates/s (expected {n * r:,} events/s){_rounds(rounds)}\n",
         "| contender | delivered ev/s | vs floor | p50 ms | p90 ms | p99 ms | max ms "
-        "| p99 2nd half ms | server CPU % | kernel % of it | CPU µs/event | KB/viewer/s "
+        "| p99 2nd half ms | server's own p99 ms | server CPU % | kernel % of it "
+        "| CPU µs/event | KB/viewer/s "
         "| RSS/viewer KiB | connect s | not connected | dropped | load CPU % |",
-        "|---|" + "---:|" * 16,
+        "|---|" + "---:|" * 17,
     ]
     for x in rows:
         ratio = f"{x.delivered / floor.delivered:.2f}x" if floor and floor.delivered else "—"
         lines.append(
             f"| {x.contender} | {x.delivered:,.0f} | {ratio} | {x.p50:.1f} | {x.p90:.1f} "
-            f"| {x.p99:.1f} | {x.max:.0f} | {x.p99_late:.1f} | {x.server_cpu:.0f} "
-            f"| {100 * x.kernel_share:.0f} "
+            f"| {x.p99:.1f} | {x.max:.0f} | {x.p99_late:.1f} | {_bound(x.server_p99_ms)} "
+            f"| {x.server_cpu:.0f} | {100 * x.kernel_share:.0f} "
             f"| {x.cpu_per_event_us:.1f} | {x.bytes_per_viewer_s / 1000:.1f} "
             f"| {x.rss_per_viewer_kib:.1f} | {x.connect_seconds:.1f} "
             f"| {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _bound(ms: float) -> str:
+    """A latency known only as a histogram bucket's upper bound."""
+    return "—" if ms != ms else f"≤ {ms:g}"
 
 
 def mixed_table(rows: list[Result], rounds: int) -> str:
@@ -561,16 +603,18 @@ def mixed_table(rows: list[Result], rounds: int) -> str:
         f"\n### Mixed: N={n} WebSocket clients and N={n} SSE viewers on one process, "
         f"R={r} updates/s (expected {n * r:,} events/s per transport){_rounds(rounds)}\n",
         "| transport | delivered ev/s | of expected | p50 ms | p90 ms | p99 ms | max ms "
-        "| p99 2nd half ms | server CPU % (both) | CPU µs/event (both) | KB/viewer/s "
+        "| p99 2nd half ms | server's own p99 ms (both) | server CPU % (both) "
+        "| CPU µs/event (both) | KB/viewer/s "
         "| RSS/viewer KiB (both) | connect s | not connected | dropped | load CPU % |",
-        "|---|" + "---:|" * 15,
+        "|---|" + "---:|" * 16,
     ]
     for x in rows:
         per_event = x.server_cpu / 100 / total * 1e6 if total else float("nan")
         lines.append(
             f"| {x.contender} {x.transport} | {x.delivered:,.0f} "
             f"| {x.delivered / x.expected:.3f} | {x.p50:.1f} | {x.p90:.1f} | {x.p99:.1f} "
-            f"| {x.max:.0f} | {x.p99_late:.1f} | {x.server_cpu:.0f} | {per_event:.1f} "
+            f"| {x.max:.0f} | {x.p99_late:.1f} | {_bound(x.server_p99_ms)} "
+            f"| {x.server_cpu:.0f} | {per_event:.1f} "
             f"| {x.bytes_per_viewer_s / 1000:.1f} | {x.rss_per_viewer_kib:.1f} "
             f"| {x.connect_seconds:.1f} | {x.failed} | {x.dropped} | {x.load_cpu:.0f} |"
         )
