@@ -45,6 +45,8 @@ EARLY_DEATH = 5.0
 EARLY_DEATHS_TO_GIVE_UP = 5
 # Seconds the parent waits between checks on its workers.
 WATCH_INTERVAL = 0.2
+# How often (seconds) a worker checks that its parent is still there.
+ORPHAN_CHECK = 0.5
 # Beyond the workers' own graceful shutdown, how long before they are killed.
 STOP_MARGIN = 5.0
 _spawn = multiprocessing.get_context("spawn")
@@ -204,6 +206,20 @@ class Supervisor:
                 process.join()
 
 
+def _stop_when_orphaned(parent: int) -> None:
+    """A worker whose parent is gone (killed with SIGKILL, say) stops as if told to: nobody
+    would replace it, stop it or clean up after it. Checked from a thread, because the event
+    loop may be busy for a while and a signal is what uvicorn's shutdown listens for."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK)
+        logger.warning("worker %d: the parent process is gone; stopping", os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def forget_worker(share: str, pid: int | None) -> None:
     """A dead worker's metrics leave the shared folder (its counters end with it)."""
     if pid is not None:
@@ -225,6 +241,7 @@ def serve_worker(settings: Settings, worker: Worker) -> None:
 
     configure_logging(settings)
     raise_open_files_limit(settings)
+    _stop_when_orphaned(os.getppid())
     sock = shared_port_socket(settings.host, settings.port)
     app = create_app(settings, worker)
     config = uvicorn_config(app, settings)

@@ -84,8 +84,12 @@ async def workers(exchange: DemoExchange) -> AsyncIterator[Workers]:
         yield Workers(process, port)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait(WAIT)
+            process.terminate()  # the parent stops its workers
+            try:
+                process.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(WAIT)
 
 
 async def test_every_worker_serves_and_metrics_count_them_all(workers: Workers) -> None:
@@ -149,6 +153,26 @@ async def test_sigterm_stops_every_worker(workers: Workers) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_workers_of_a_killed_parent_stop(workers: Workers) -> None:
+    """kill -9 of the parent: nobody would replace, stop or clean up after its workers."""
+    async with httpx.AsyncClient(base_url=workers.url, timeout=WAIT) as http:
+        pids = await workers.pids(http)
+    workers.process.kill()
+    await asyncio.to_thread(workers.process.wait, WAIT)
+    async with asyncio.timeout(WAIT):
+        while any(_alive(pid) for pid in pids):
+            await asyncio.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a parent that is gone (init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_worker_counts() -> None:
