@@ -10,8 +10,8 @@ ready viewer's bytes in one loop, with no task woken per viewer (docs/BENCHMARKS
 
 Only the stream of updates takes this way. The response head and the first chunk, refusals, the
 end of a stream, the WebSocket handshake, answers to pings and closes stay with ASGI. A writer
-says when it must not be used (an HTTP/1.0 reader without chunks, HEAD, a closing socket, a
-WebSocket with compression); the app then keeps to the ordinary ASGI send, as it does when the
+says when it must not be used (a response without chunks, HEAD, a closing socket, a WebSocket
+with compression); the app then keeps to the ordinary ASGI send, as it does when the
 setting is off or when uvicorn's internals are not what this module expects (logged once).
 """
 
@@ -72,7 +72,12 @@ class ChunkWriter:
         return len(body)
 
 
-@functools.lru_cache(maxsize=4096)
+# Frames kept for reuse: every client of a topic gets the same message in one flush. Small,
+# because a client's own replies pass through too (a pong echoes up to 16 KB of its ping).
+FRAME_CACHE = 256
+
+
+@functools.lru_cache(maxsize=FRAME_CACHE)
 def text_frame(text: str) -> bytes:
     """One unfragmented, unmasked WebSocket text frame (RFC 6455 5.2), as a server sends it.
     Cached: every client of a topic gets the same message, and a `str` keeps its hash."""
@@ -118,10 +123,9 @@ class FrameWriter:
         return not self._protocol.writable.is_set()
 
     def write(self, items: Iterable[str]) -> int:
-        frames = [text_frame(text) for text in items]
-        data = b"".join(frames)
-        self._protocol.transport.write(data)
-        return len(data)
+        texts = list(items)
+        self._protocol.transport.write(b"".join([text_frame(text) for text in texts]))
+        return sum(len(text) for text in texts)  # as the ASGI path counts: the messages
 
 
 def offer(scope: dict[str, Any], make: Callable[[], Writer]) -> Writer | None:

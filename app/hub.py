@@ -84,7 +84,8 @@ class Writer(Protocol):
         ...
 
     def write(self, items: Iterable[Any]) -> int:
-        """Frame `items` (SSE bytes, or JSON text) and hand them to the socket; how much."""
+        """Frame `items` (SSE bytes, or JSON text) and hand them to the socket; how much
+        (bytes of events, or characters of messages, without the framing)."""
         ...
 
 
@@ -736,13 +737,24 @@ class Hub:
                 writer = sub.direct
                 if writer is None:
                     sub.wake.set()
+                elif sub.closed:
+                    continue
+                elif not writer.open():
+                    # Its connection is closing and its task may never hear of it (uvicorn
+                    # tells a pipelined request's cycle, not this one): end it here.
+                    sub.close()
                 elif sub.pending or sub.replies:
                     if writer.paused():
                         if sub.sending_since is None:
                             sub.sending_since = loop.time()
-                    elif not sub.closed and writer.open():
-                        sub.sending_since = None
+                        continue
+                    sub.sending_since = None
+                    try:
                         sub.bytes_out += writer.write(sub.take())
+                    except (OSError, RuntimeError):  # uvloop: "handler is closed"
+                        # Not raised: this loop writes to every viewer, and must go on.
+                        logger.warning("hub: a direct write failed; ending that stream")
+                        sub.close()
             now = time.time() * 1000
             for event_time in sending:
                 self.latency.observe(max(0.0, now - event_time) / 1000)

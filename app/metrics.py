@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -40,6 +42,7 @@ from app.rest import Rest
 from app.symbols import SymbolDirectory
 from app.workers import Worker, shared_metrics_path
 
+logger = logging.getLogger(__name__)
 # How often (seconds) each worker leaves its metrics for the others: a scrape answered by one
 # worker shows the others' as of at most this long ago.
 SHARE_INTERVAL = 1.0
@@ -203,19 +206,37 @@ class WorkerShare:
 
     async def _run(self) -> None:
         while True:
-            self.write()
+            try:
+                await self.write()
+            except OSError as exc:  # the shared folder gone or full: the next round may do
+                logger.warning("metrics: cannot share this worker's figures: %s", exc)
             await asyncio.sleep(SHARE_INTERVAL)
 
-    def write(self) -> None:
-        """Our metrics, replaced in one step so that a reader never sees half of them."""
-        partial = f"{self.path}.partial"
-        with open(partial, "wb") as out:
-            out.write(generate_latest(self.registry))
-        os.replace(partial, self.path)
+    async def write(self) -> None:
+        """Our metrics into the shared folder: collected on the event loop (the collector
+        reads the hub, which only the loop may touch), written from a thread."""
+        await asyncio.to_thread(self._store, generate_latest(self.registry))
 
-    def merged(self) -> bytes:
+    def _store(self, text: bytes) -> None:
+        """Replaced in one step, through a file of this writer's own, so that a reader never
+        sees half of it and two writers never share one."""
+        handle, partial = tempfile.mkstemp(dir=self.worker.share, suffix=".partial")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(text)
+            os.replace(partial, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise
+
+    async def merged(self) -> bytes:
         """Every worker's metrics as one exposition, ours fresh."""
-        self.write()
+        own = generate_latest(self.registry)
+        return await asyncio.to_thread(self._merge, own)
+
+    def _merge(self, own: bytes) -> bytes:
+        self._store(own)
         families: dict[str, Metric] = {}
         for path in sorted(glob.glob(os.path.join(self.worker.share, "*.prom"))):
             pid = os.path.basename(path).removesuffix(".prom")

@@ -7,7 +7,6 @@ where a program is). The hub and the directory come from the lifespan state.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 
@@ -175,7 +174,7 @@ async def metrics(request: Request) -> Response:
     if share is None:
         body = generate_latest(request.state.metrics)
     else:
-        body = await asyncio.to_thread(share.merged)  # files: off the event loop
+        body = await share.merged()
     return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -159,7 +159,8 @@ class EventStream:
             # response here (uvicorn then closes the connection) rather than fail the request.
             if not sub.ended_by_hub("a viewer", settings.send_timeout):
                 raise
-            return not sub.cut_off
+            # No last chunk for a reader cut off, or whose connection is already closing.
+            return not sub.cut_off and (writer is None or writer.open())
         finally:
             hub.unsubscribe(sub)
             if watcher is not None:

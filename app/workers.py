@@ -131,8 +131,15 @@ class Supervisor:
         self.early_deaths = 0
 
     def run(self) -> int:
-        """Serve until SIGINT or SIGTERM; the exit status (1 if workers kept dying)."""
-        holder = shared_port_socket(self.settings.host, self.settings.port)
+        """Serve until SIGINT or SIGTERM; the exit status (1 if workers kept dying, 2 if the
+        port cannot be had)."""
+        try:
+            holder = self._bind()
+        except OSError as exc:
+            logger.error(
+                "cannot listen on %s:%d: %s", self.settings.host, self.settings.port, exc.strerror
+            )
+            return 2
         port = holder.getsockname()[1]
         settings = self.settings.replace(port=port)
         share = tempfile.mkdtemp(prefix="pricestream-workers-")
@@ -159,6 +166,18 @@ class Supervisor:
                     status = 1
                     break
         return status
+
+    def _bind(self) -> socket.socket:
+        """The port, held for the workers (bound, not listening)."""
+        host, port = self.settings.host, self.settings.port
+        if port:
+            # Refused, as any server's bind would be, if something already serves this port
+            # (another pricestream included): SO_REUSEPORT alone would share it with them.
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+                probe.bind((host, port))
+        return shared_port_socket(host, port)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -197,7 +216,9 @@ class Supervisor:
         for process, _ in self.workers:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_timeout + STOP_MARGIN
+        # A worker may wait out the timeout twice: for its WebSocket clients' closes, then for
+        # uvicorn's open connections.
+        deadline = time.monotonic() + 2 * self.settings.shutdown_timeout + STOP_MARGIN
         for process, _ in self.workers:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():

@@ -156,8 +156,13 @@ class _Session:
             self.disconnected = True
         finally:
             reader.cancel()
-            await asyncio.wait([reader])
-            self.hub.unsubscribe(sub)
+            try:
+                await asyncio.wait([reader])
+            finally:
+                # Even if a cancellation lands in that wait: the client must not stay counted
+                # (nor its topics held). And no await between this and our close frame below,
+                # or shutdown would see no clients left and close with 1012 first.
+                self.hub.unsubscribe(sub)
         if self.disconnected:
             return
         code, reason = (

@@ -138,6 +138,30 @@ async def test_a_reader_that_pauses_gets_the_newest_value_when_it_reads_again(
         await viewer.close()
 
 
+async def test_a_stream_with_a_request_pipelined_behind_it_ends_when_its_client_goes(
+    exchange: DemoExchange,
+) -> None:
+    """uvicorn tells the pipelined request, not the stream, that the connection is gone; the
+    direct stream must end anyway (its writer sees the closing socket), and give its places
+    back. (Through ASGI alone the stream cannot know: see RELIABILITY, known limits.)"""
+    settings = settings_for(exchange, sse_ping=0.2)
+    async with run_server(settings) as server:
+        hub: Hub = server.app.state.hub
+        limits = server.app.state.limits
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(server))
+        writer.write(
+            b"GET /sse?symbols=BTCUSDT HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await writer.drain()
+        async with asyncio.timeout(WAIT):
+            while b"event: price-BTCUSDT" not in await reader.read(65536):
+                pass
+        await eventually(lambda: hub.viewers()["sse"] == 1)
+        writer.close()
+        await eventually(lambda: hub.viewers()["sse"] == 0 and sum(limits.open.values()) == 0)
+
+
 async def test_a_compressed_websocket_is_served_through_asgi(exchange: DemoExchange) -> None:
     """With permessage-deflate each client's frames differ, so there is nothing to write once."""
     async with run_server(settings_for(exchange, ws_deflate=True)) as server:

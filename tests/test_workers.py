@@ -175,6 +175,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_a_port_in_use_is_refused_with_a_sentence() -> None:
+    """SO_REUSEPORT must not let a second server share a port that is already served."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "app", "--workers", "2", "--port", str(port)]
+        command += ["--data-dir", data_dir(), "--log-level", "warning"]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=WAIT * 3)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_worker_counts() -> None:
     assert worker_count("3") == 3
     assert worker_count("auto") == min(os.cpu_count() or 1, MAX_WORKERS)
