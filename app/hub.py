@@ -157,13 +157,14 @@ class Subscriber:
 
     def push(self, name: str, data: Any) -> None:
         self.pending[name] = data
-        if self.notify is None:
-            self.wake.set()
-        else:
-            self.notify(self)
+        self._news()
 
     def reply(self, text: str) -> None:
         self.replies.append(text)
+        self._news()
+
+    def _news(self) -> None:
+        """Something to send: wake its task, or tell the hub, which writes to it (direct)."""
         if self.notify is None:
             self.wake.set()
         else:

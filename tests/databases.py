@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -23,17 +22,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.system import debian_program
+from tests.system import debian_program, free_port
 
 # Debian puts the server's programs beside each other, outside PATH.
 _SEARCH = ("/usr/lib/postgresql/*/bin",)
 _names = itertools.count(1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -48,7 +41,7 @@ class PostgresServer:
             tempfile.mkdtemp(prefix="pricestream-pg-", dir="/tmp" if self.user else None)
         )
         self.data = self.folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         if self.user is not None:
             shutil.chown(self.folder, self.user, self.user)
         self._run(

@@ -14,7 +14,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -26,7 +25,7 @@ import httpx
 
 from app.demo import DemoExchange
 from tests.conftest import WAIT
-from tests.system import debian_program
+from tests.system import debian_program, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "nginx" / "pricestream.conf"
@@ -60,10 +59,17 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+async def terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL if it is not gone within WAIT; returns once it has exited."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        async with asyncio.timeout(WAIT):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def site_config(listen: int, servers: Sequence[int]) -> str:
@@ -150,15 +156,8 @@ class Nginx:
 
     async def stop(self) -> None:
         """Fast shutdown (SIGTERM: open streams are cut), then the process is gone."""
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            async with asyncio.timeout(WAIT):
-                await self.proc.wait()
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        if self.proc is not None:
+            await terminate(self.proc)
 
     def errors(self) -> str:
         path = Path(self.log)
@@ -193,15 +192,7 @@ class ServerProcess:
             await self.proc.wait()
 
     async def stop(self) -> None:
-        if self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            async with asyncio.timeout(WAIT):
-                await self.proc.wait()
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        await terminate(self.proc)
 
 
 async def start_server(exchange: DemoExchange, folder: Path, *flags: str) -> ServerProcess:

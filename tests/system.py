@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -16,6 +17,13 @@ import pytest
 
 _APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 _updated = False
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a process that binds it itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def debian_program(program: str, package: str, *, search: tuple[str, ...] = ()) -> str:

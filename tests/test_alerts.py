@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from tests.conftest import (
     settings_for,
 )
 from tests.databases import Database
+from tests.system import free_port
 from tests.webhook_target import webhook_target
 
 pytestmark = pytest.mark.anyio
@@ -329,12 +329,6 @@ async def test_an_alert_crossed_while_the_upstream_was_down_fires_on_the_first_l
         )
         fired = (await http.get(f"/api/v1/alerts/{alert['id']}")).json()
         assert fired["fired_price"] == trade["p"] == "141.50000000"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start_process(

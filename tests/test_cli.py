@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from app.cli import build_parser, flag_name, settings_from
 from app.config import Settings, setting_fields
 from tests.conftest import data_dir
+from tests.system import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,14 +96,8 @@ def test_readme_documents_every_setting() -> None:
         assert rows.get(flag_name(f.name)) == "PRICESTREAM_" + f.name.upper(), f.name
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_command_serves_the_demo_and_stops_fast_with_open_streams() -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRICESTREAM_")}
     env["PRICESTREAM_DATA_DIR"] = data_dir()
     proc = subprocess.Popen(

@@ -23,7 +23,8 @@ from websockets.typing import Origin
 from app.config import Settings
 from app.demo import DemoExchange
 from tests.conftest import WAIT, EventReader, eventually, root
-from tests.nginx import TEMPLATE, Nginx, behind_nginx, client, free_port
+from tests.nginx import TEMPLATE, Nginx, behind_nginx, client
+from tests.system import free_port
 
 pytestmark = pytest.mark.anyio
 # A single update must cross nginx within this many seconds (the server sends it at once).

@@ -32,7 +32,8 @@ from tests.conftest import (
     settings_for,
 )
 from tests.databases import Database, PostgresServer
-from tests.test_alerts import free_port, start_process
+from tests.system import free_port
+from tests.test_alerts import start_process
 from tests.webhook_target import webhook_target
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,7 @@ import pytest
 
 from app.demo import DemoExchange
 from tests.conftest import WAIT, RawViewer, data_dir
-from tests.test_cli import _free_port
+from tests.system import free_port
 
 pytestmark = pytest.mark.anyio
 VIEWERS = 500
@@ -21,7 +21,7 @@ VIEWERS = 500
 
 async def test_sigterm_with_500_viewers_exits_fast_and_clean() -> None:
     async with DemoExchange(trades_per_second=5, ticker_interval=1.0) as ex:
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRICESTREAM_")}
         env["PRICESTREAM_DATA_DIR"] = data_dir()
         proc = await asyncio.create_subprocess_exec(

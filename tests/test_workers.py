@@ -21,15 +21,10 @@ from app.cli import settings_from
 from app.demo import DemoExchange
 from app.workers import MAX_WORKERS, worker_count
 from tests.conftest import WAIT, RawViewer, data_dir
+from tests.system import free_port
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Workers:
@@ -39,7 +34,7 @@ class Workers:
         self.process, self.port = process, port
         self.url = f"http://127.0.0.1:{port}"
 
-    async def pids(self, http: httpx.AsyncClient, tries: int = 40) -> set[int]:
+    async def pids(self, tries: int = 40) -> set[int]:
         """The workers seen answering `tries` new connections."""
         seen = set()
         for _ in range(tries):
@@ -60,7 +55,7 @@ class Workers:
 
 @pytest.fixture
 async def workers(exchange: DemoExchange) -> AsyncIterator[Workers]:
-    port = _free_port()
+    port = free_port()
     command = [
         *(sys.executable, "-m", "app", "--workers", "2", "--port", str(port)),
         *("--upstream", exchange.ws_url, "--rest", exchange.rest_url),
@@ -94,7 +89,7 @@ async def workers(exchange: DemoExchange) -> AsyncIterator[Workers]:
 
 async def test_every_worker_serves_and_metrics_count_them_all(workers: Workers) -> None:
     async with httpx.AsyncClient(base_url=workers.url, timeout=WAIT) as http:
-        pids = await workers.pids(http)
+        pids = await workers.pids()
         assert len(pids) == 2 and workers.process.pid not in pids
         viewers = [await RawViewer.open(workers.port, "/sse?symbols=BTCUSDT") for _ in range(8)]
         for viewer in viewers:
@@ -112,7 +107,7 @@ async def test_every_worker_serves_and_metrics_count_them_all(workers: Workers) 
 
 async def test_a_killed_worker_is_replaced_and_its_viewers_reconnect(workers: Workers) -> None:
     async with httpx.AsyncClient(base_url=workers.url, timeout=WAIT) as http:
-        pids = await workers.pids(http)
+        pids = await workers.pids()
         victim = min(pids)
         viewers = [await RawViewer.open(workers.port, "/sse?symbols=ETHUSDT") for _ in range(6)]
         for viewer in viewers:
@@ -134,7 +129,7 @@ async def test_a_killed_worker_is_replaced_and_its_viewers_reconnect(workers: Wo
         # The parent started another worker; the dead one's metrics are gone with it.
         async with asyncio.timeout(WAIT * 2):
             while True:
-                now = await workers.pids(http, tries=20)
+                now = await workers.pids(tries=20)
                 if len(now) == 2 and victim not in now:
                     break
                 await asyncio.sleep(0.2)
@@ -146,8 +141,7 @@ async def test_a_killed_worker_is_replaced_and_its_viewers_reconnect(workers: Wo
 
 
 async def test_sigterm_stops_every_worker(workers: Workers) -> None:
-    async with httpx.AsyncClient(base_url=workers.url, timeout=WAIT) as http:
-        pids = await workers.pids(http)
+    pids = await workers.pids()
     workers.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(workers.process.wait, WAIT) == 0
     for pid in pids:
@@ -157,8 +151,7 @@ async def test_sigterm_stops_every_worker(workers: Workers) -> None:
 
 async def test_workers_of_a_killed_parent_stop(workers: Workers) -> None:
     """kill -9 of the parent: nobody would replace, stop or clean up after its workers."""
-    async with httpx.AsyncClient(base_url=workers.url, timeout=WAIT) as http:
-        pids = await workers.pids(http)
+    pids = await workers.pids()
     workers.process.kill()
     await asyncio.to_thread(workers.process.wait, WAIT)
     async with asyncio.timeout(WAIT):
