@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -37,18 +37,22 @@ DIRECT = "pricestream.direct"
 
 class ChunkWriter:
     """Chunks of one streamed HTTP response, written as uvicorn's `RequestResponseCycle.send`
-    writes them."""
+    writes them.
 
-    __slots__ = ("_cycle", "_flow", "_transport", "on_writable")
+    `lost` and `paused` are plain attributes, kept by `HttpProtocol`'s transport callbacks,
+    because the hub's flusher reads them for every viewer of every update."""
+
+    __slots__ = ("_cycle", "_transport", "lost", "on_writable", "paused")
 
     def __init__(self, cycle: RequestResponseCycle) -> None:
         self._cycle = cycle
         self._transport = cycle.transport
-        self._flow = cycle.flow
         self.on_writable: Callable[[], None] | None = None
+        self.lost = False
+        self.paused = cycle.flow.write_paused
         # Read now what `usable` reads later, so a uvicorn that changed fails here, safely.
         _ = (cycle.response_started, cycle.chunked_encoding, cycle.disconnected)
-        _ = (cycle.response_complete, self._flow.write_paused)
+        _ = cycle.response_complete
 
     def usable(self) -> bool:
         cycle = self._cycle
@@ -61,13 +65,15 @@ class ChunkWriter:
 
     def open(self) -> bool:
         cycle = self._cycle
-        return not (cycle.disconnected or cycle.response_complete or self._transport.is_closing())
+        return not (
+            self.lost
+            or cycle.disconnected
+            or cycle.response_complete
+            or self._transport.is_closing()
+        )
 
-    def paused(self) -> bool:
-        return self._flow.write_paused
-
-    def write(self, items: Iterable[bytes]) -> int:
-        body = b"".join(items)
+    def write(self, items: list[bytes]) -> int:
+        body = items[0] if len(items) == 1 else b"".join(items)
         self._transport.write(b"%x\r\n%b\r\n" % (len(body), body))
         return len(body)
 
@@ -119,13 +125,18 @@ class FrameWriter:
             and not protocol.transport.is_closing()
         )
 
+    @property
+    def lost(self) -> bool:
+        # A close under way is as good as lost: only ASGI may send the closing frames.
+        return not self.open()
+
+    @property
     def paused(self) -> bool:
         return not self._protocol.writable.is_set()
 
-    def write(self, items: Iterable[str]) -> int:
-        texts = list(items)
-        self._protocol.transport.write(b"".join([text_frame(text) for text in texts]))
-        return sum(len(text) for text in texts)  # as the ASGI path counts: the messages
+    def write(self, items: list[str]) -> int:
+        self._protocol.transport.write(b"".join([text_frame(text) for text in items]))
+        return sum(len(text) for text in items)  # as the ASGI path counts: the messages
 
 
 def offer(scope: dict[str, Any], make: Callable[[], Writer]) -> Writer | None:
@@ -148,18 +159,35 @@ def _warn_once() -> None:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, offering each request a `ChunkWriter`."""
+    """uvicorn's httptools protocol, offering each request a `ChunkWriter`, and telling it
+    of its connection's state as the transport tells the protocol."""
 
-    writer: Writer | None = None
+    writer: ChunkWriter | None = None
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        self.writer = offer(cycle.scope, lambda: ChunkWriter(cycle))  # type: ignore[arg-type]
+        writer = offer(cycle.scope, lambda: ChunkWriter(cycle))  # type: ignore[arg-type]
+        self.writer = writer if isinstance(writer, ChunkWriter) else None
         super()._start_asgi_task(cycle, app)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Told to the writer itself: uvicorn tells the cycle being read, which is not the
+        # stream's when a request is pipelined behind it.
+        if self.writer is not None:
+            self.writer.lost = True
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.writer is not None:
+            self.writer.paused = True
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self.writer is not None and self.writer.on_writable is not None:
-            self.writer.on_writable()
+        writer = self.writer
+        if writer is not None:
+            writer.paused = False
+            if writer.on_writable is not None:
+                writer.on_writable()
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
