@@ -306,6 +306,9 @@ class Hub:
         # Binance's event time to the end of the flush that wrote the update to every direct
         # socket (and woke every other viewer's task to send it).
         self.latency = Latency()
+        # How long each flush round took (every ready viewer written once): under load, the
+        # update latency's floor, so the sign that a process is near full.
+        self.rounds = Latency()
         self._sending: list[int] = []  # event times (ms) of the updates the next flush carries
         self.status_html = ""
         self.status_json = ""
@@ -751,7 +754,8 @@ class Hub:
             self._dirty_event.clear()
             dirty, self._dirty = self._dirty, set()
             sending, self._sending = self._sending, []
-            slice_end = loop.time() + FLUSH_SLICE
+            started = loop.time()
+            slice_end = started + FLUSH_SLICE
             countdown = FLUSH_CHECK_EVERY
             for sub in dirty:
                 countdown -= 1
@@ -765,6 +769,7 @@ class Hub:
                     sub.wake.set()
                 elif not sub.closed:
                     self._write(sub, writer, loop)
+            self.rounds.observe(loop.time() - started)
             now = time.time() * 1000
             for event_time in sending:
                 self.latency.observe(max(0.0, now - event_time) / 1000)

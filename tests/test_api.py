@@ -126,6 +126,9 @@ async def test_metrics_move_with_real_traffic(
     assert during[count] >= before[count] + 1
     # They went out within a second of their event time (`E` is their send time here).
     assert during[("pricestream_update_latency_seconds_bucket", (("le", "1.0"),))] == during[count]
+    rounds = ("pricestream_flush_round_seconds_count", ())
+    assert during[rounds] >= before[rounds] + 1
+    assert during[("pricestream_flush_round_seconds_bucket", (("le", "1.0"),))] == during[rounds]
     assert (
         during[
             ("pricestream_rest_calls_total", (("outcome", "200"), ("path", "/api/v3/exchangeInfo")))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -160,6 +161,49 @@ async def test_a_stream_with_a_request_pipelined_behind_it_ends_when_its_client_
         await eventually(lambda: hub.viewers()["sse"] == 1)
         writer.close()
         await eventually(lambda: hub.viewers()["sse"] == 0 and sum(limits.open.values()) == 0)
+
+
+async def test_a_round_over_hundreds_of_viewers_lets_the_loop_in_and_loses_no_update(
+    exchange: DemoExchange,
+) -> None:
+    # Enough viewers that writing them all takes longer than FLUSH_SLICE, so the flusher gives
+    # the loop turns mid-round while trades keep coming: every viewer must still see the
+    # prices in the order they were traded, each once, ending with the last.
+    count = 600
+    settings = settings_for(
+        exchange, render_interval=0.0, stall_timeout=60, max_streams_per_client=count
+    )
+    async with run_server(settings) as server:
+        exchange.trade("BTCUSDT", price="90000.00")
+        viewers = [
+            await RawViewer.open(_port(server), "/sse?symbols=BTCUSDT") for _ in range(count)
+        ]
+        try:
+            await asyncio.gather(*(v.first_price() for v in viewers))
+            await eventually(lambda: on_path(server, True, count))
+            hub = server.app.state.hub
+            rounds_before = sum(hub.rounds.counts[1:])  # rounds over 5 ms
+            traded = []
+            for i in range(1, 41):
+                traded.append(exchange.trade("BTCUSDT", price=f"{90000 + i}.00")["p"])
+                await asyncio.sleep(0.002)  # trades land in the middle of rounds
+            last = b'data-price="%s"' % traded[-1].encode()
+
+            async def prices(viewer: RawViewer) -> list[str]:
+                data = await _read_until(viewer, last)
+                return re.findall(r'data-price="([0-9.]+)"', data.decode())
+
+            seen = await asyncio.gather(*(prices(v) for v in viewers))
+        finally:
+            for viewer in viewers:
+                await viewer.close()
+    order = {price: i for i, price in enumerate(traded)}
+    for got in seen:
+        mine = [order[p] for p in got if p in order]
+        assert mine == sorted(set(mine)), "an update out of order or twice"
+        assert mine[-1] == len(traded) - 1
+    # Rounds did take longer than a slice (FLUSH_SLICE, 2 ms), so the loop had turns in them.
+    assert sum(hub.rounds.counts[1:]) > rounds_before
 
 
 async def test_a_compressed_websocket_is_served_through_asgi(exchange: DemoExchange) -> None:
