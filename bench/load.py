@@ -68,16 +68,19 @@ TEXT, PING, PONG = 0x1, 0x9, 0xA
 WS_KEY = base64.b64encode(b"pricestream-load").decode()
 
 
-def _sample(buf: bytes, count: int) -> list[bytes]:
-    """`count` event times as `record` takes them: the ones it samples (at most SAMPLES, evenly
-    spread) parsed out, the others stand-ins it only counts."""
-    step = max(1, count // SAMPLES)
-    times = [b""] * count
+def _sample(buf: bytes, limit: int) -> list[bytes]:
+    """The event times of at most SAMPLES events, evenly spread over `buf`: the first complete
+    one at or after each of SAMPLES evenly spaced offsets (events are of about one size). No
+    attribute past `limit`, the last complete one, is taken. A few short `find`s, whatever the
+    number of events in the read: at saturation one read holds hundreds."""
+    times = []
     at = -1
-    for i in range(count):
-        at = buf.find(MARK, at + 1)
-        if i % step == 0:
-            times[i] = buf[at + len(MARK) : buf.find(b'"', at + len(MARK))]
+    for k in range(SAMPLES):
+        at = buf.find(MARK, max(at + 1, k * len(buf) // SAMPLES))
+        if at < 0 or at > limit:
+            break
+        start = at + len(MARK)
+        times.append(buf[start : buf.find(b'"', start)])
     return times
 
 
@@ -136,29 +139,27 @@ class Viewer(asyncio.Protocol):
         if end < 0:
             count -= 1
             self.tail = buf[last:]
+            last = buf.rfind(MARK, 0, last)
         else:
             self.tail = buf[-len(MARK) :]
         if not count:
             return
         if stats.measuring:
-            self.record(_sample(buf, count))
+            self.record(count, _sample(buf, last))
         if not self.first.done():
             self.first.set_result(None)
 
-    def record(self, times: list[bytes], names: list[bytes] | None = None) -> None:
-        """Count timed events, and the latency of a few (per kind too, given each event's name:
-        `times[i]` is event `names[i]`'s)."""
+    def record(self, count: int, times: list[bytes], names: list[bytes] | None = None) -> None:
+        """Count `count` timed events, and the latency of the few in `times` (at most SAMPLES,
+        evenly spread; per kind too, given each one's name in `names`), each standing for an
+        equal share: a big batch costs the generator no more than a small one."""
         stats = self.stats
         now = time.time() * 1000 * BUCKETS_PER_MS
-        count = len(times)
         stats.events += count
-        # At most SAMPLES latencies per read, each standing for its share of the events: a big
-        # batch costs the generator no more than a small one.
-        step = max(1, count // SAMPLES)
-        weight = count / len(range(0, count, step))
+        weight = count / len(times)
         late = time.monotonic() >= stats.midpoint
-        for i in range(0, count, step):
-            bucket = min(LAST_BUCKET, max(0, int(now - int(times[i]) * BUCKETS_PER_MS)))
+        for i, event_time in enumerate(times):
+            bucket = min(LAST_BUCKET, max(0, int(now - int(event_time) * BUCKETS_PER_MS)))
             stats.weighted[bucket] += weight
             if late:
                 stats.late[bucket] += weight
@@ -207,7 +208,8 @@ class KindViewer(Viewer):
             cut = m.end()
         if times:
             if measuring:
-                self.record(times, names)
+                step = max(1, len(times) // SAMPLES)
+                self.record(len(times), times[::step], names[::step])
             if not self.first.done():
                 self.first.set_result(None)
         # Drop what was counted; keep what might be an event start cut by the packet boundary.
@@ -268,7 +270,7 @@ class WsClient(Viewer):
         times = JSON_EVENT_TIME.findall(buf, start, pos)
         if times:
             if stats.measuring:
-                self.record(times)
+                self.record(len(times), times[:: max(1, len(times) // SAMPLES)])
             if not self.first.done():
                 self.first.set_result(None)
         self.tail = buf[pos:]
