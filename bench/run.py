@@ -223,9 +223,13 @@ def rss_bytes(pid: int) -> int:
 def server_latency(port: int) -> dict[float, float]:
     """The server's own `pricestream_update_latency_seconds` buckets (cumulative counts by upper
     bound, summed over workers): Binance's event time to the end of the flush that wrote each
-    update, so what the server adds, without the load generator's own delays."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
+    update, so what the server adds, without the load generator's own delays. Empty (shown as
+    "—") if a saturated server does not answer within the timeout: the run goes on."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name == "pricestream_update_latency_seconds":
@@ -238,7 +242,9 @@ def server_latency(port: int) -> dict[float, float]:
 
 def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """The upper bound (ms) of the bucket holding quantile `q` of what was observed between two
-    scrapes; nan if nothing was."""
+    scrapes; nan if nothing was, or if a scrape failed."""
+    if not before or not after:
+        return float("nan")
     counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
     total = counts[-1][1] if counts else 0.0
     for bound, cumulative in counts:
