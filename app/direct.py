@@ -172,9 +172,12 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # Told to the writer itself: uvicorn tells the cycle being read, which is not the
         # stream's when a request is pipelined behind it.
-        if self.writer is not None:
-            self.writer.lost = True
+        writer = self.writer
         super().connection_lost(exc)
+        if writer is not None:
+            writer.lost = True
+            if writer.on_writable is not None:
+                writer.on_writable()  # the hub's next round ends its stream, news or not
 
     def pause_writing(self) -> None:
         super().pause_writing()

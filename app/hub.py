@@ -47,11 +47,11 @@ HISTORY_RETRY = 2.0
 HISTORY_RETRY_MAX = 60.0
 # A failing panel logs its traceback at most this often (seconds), so a bug cannot flood the log.
 PANEL_ERROR_LOG_INTERVAL = 60.0
-# Upper bounds (seconds) of the update-latency histogram's buckets, Prometheus' defaults.
 # How long a flush round writes before it gives the event loop a turn (new updates, new
 # viewers), and how many viewers it writes between two looks at the clock.
 FLUSH_SLICE = 0.002
 FLUSH_CHECK_EVERY = 32
+# Upper bounds (seconds) of the update-latency histogram's buckets, Prometheus' defaults.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 _json = msgspec.json.Encoder()
 
@@ -83,8 +83,10 @@ class Writer(Protocol):
         """False once the connection is closing, by every sign there is (off the hot path)."""
         ...
 
-    # True once the connection is lost or closing: write nothing more. (`lost` and `paused`
-    # are read for every viewer of every update, so a writer may keep them as attributes.)
+    # True once the connection is lost: write nothing more. (`lost` and `paused` are read for
+    # every viewer of every update, so a writer may keep them as attributes. A connection
+    # closed by us but not yet lost takes a few more writes, harmlessly, or is cut off by
+    # the send timeout if its buffer is full.)
     @property
     def lost(self) -> bool: ...
 
@@ -309,6 +311,7 @@ class Hub:
         # How long each flush round took (every ready viewer written once): under load, the
         # update latency's floor, so the sign that a process is near full.
         self.rounds = Latency()
+        self.turns_given = 0  # times a round let the loop in midway (FLUSH_SLICE)
         self._sending: list[int] = []  # event times (ms) of the updates the next flush carries
         self.status_html = ""
         self.status_json = ""
@@ -762,6 +765,7 @@ class Hub:
                 if not countdown:
                     countdown = FLUSH_CHECK_EVERY
                     if loop.time() > slice_end:
+                        self.turns_given += 1
                         await asyncio.sleep(0)  # `dirty` is ours: pushes go to self._dirty
                         slice_end = loop.time() + FLUSH_SLICE
                 writer = sub.direct

@@ -35,6 +35,7 @@ and to bench/results/ as JSON.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -228,7 +229,7 @@ def server_latency(port: int) -> dict[float, float]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as answer:
             text = answer.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return {}
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):

@@ -24,7 +24,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from app.application import create_app, drain
 from app.config import Settings
 from app.demo import DemoExchange
-from app.server import Server, uvicorn_config
+from app.server import Server, raise_open_files_limit, uvicorn_config
 from tests.databases import Database, PostgresServer
 
 # One time unit for the suite (websockets' tests/utils.py does the same), scaled on slow CI.
@@ -124,6 +124,7 @@ async def run_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
+    raise_open_files_limit(settings)  # as the command does: tests hold hundreds of sockets
     app = create_app(settings)
     options = {"log_level": "warning", "lifespan": "on", "timeout_graceful_shutdown": 1}
     config = uvicorn_config(app, settings, **{**options, **uvicorn_options})
