@@ -55,8 +55,10 @@ TAIL = 1024
 # processes add up. A flat list, because counting must cost next to nothing per event.
 BUCKETS_PER_MS = 10
 LAST_BUCKET = 60_000 * BUCKETS_PER_MS
-# Latencies recorded per read of a socket, however many events it brought.
+# Latencies recorded per read of a socket, however many events it brought: every event's up to
+# EXACT of them, SAMPLES spread over the read beyond.
 SAMPLES = 4
+EXACT = 8
 # How long the viewers of one load process may take, all told, to connect and see a first
 # timed event; whoever has not by then counts as failed ("not connected").
 CONNECT_TIMEOUT = 90.0
@@ -68,22 +70,26 @@ TEXT, PING, PONG = 0x1, 0x9, 0xA
 WS_KEY = base64.b64encode(b"pricestream-load").decode()
 
 
-def _sample(buf: bytes, limit: int) -> list[bytes]:
-    """The event times of at most SAMPLES events, evenly spread over `buf`: the first complete
-    one at or after the middle of each of SAMPLES equal parts (events are of about one size,
-    and a read's oldest come first, so neither end is favoured). No
-    attribute past `limit`, the last complete one, is taken. A few short `find`s, whatever the
-    number of events in the read: at saturation one read holds hundreds."""
+def _sample(buf: bytes, count: int, limit: int) -> list[bytes]:
+    """Event times standing for the `count` complete events in `buf` (`limit` is where the
+    last one's attribute starts): every one in a read of up to EXACT events, so the usual
+    small reads are measured exactly; in a bigger read, SAMPLES of them, the first complete
+    one after the middle of each of SAMPLES equal parts of the read (events are of about one
+    size). A few short `find`s whatever the size of the read: at saturation one holds
+    hundreds, and finding each of them cost the generator more than the server its send."""
     times = []
     at = -1
+    if count <= EXACT:
+        for _ in range(count):
+            at = buf.find(MARK, at + 1)
+            start = at + len(MARK)
+            times.append(buf[start : buf.find(b'"', start)])
+        return times
     for k in range(SAMPLES):
         at = buf.find(MARK, max(at + 1, (2 * k + 1) * len(buf) // (2 * SAMPLES)))
         if at < 0 or at > limit:
             break
         start = at + len(MARK)
-        times.append(buf[start : buf.find(b'"', start)])
-    if not times:  # every event began before the first midpoint: take the newest
-        start = limit + len(MARK)
         times.append(buf[start : buf.find(b'"', start)])
     return times
 
@@ -149,7 +155,7 @@ class Viewer(asyncio.Protocol):
         if not count:
             return
         if stats.measuring:
-            self.record(count, _sample(buf, last))
+            self.record(count, _sample(buf, count, last))
         if not self.first.done():
             self.first.set_result(None)
 
