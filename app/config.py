@@ -127,7 +127,9 @@ class Settings:
         30.0, "seconds a viewer's socket may accept nothing before the stream is cut off"
     )
     flush_interval: float = _setting(
-        0.005, "seconds a viewer waits between sends, so that busy updates leave in batches"
+        0.005,
+        "seconds the flusher pauses after each pass over the viewers, so that busy updates leave "
+        "in batches (shorter: more of a busy symbol's updates delivered, more sends for them)",
     )
     ws_ping: float = _setting(
         20.0,
