@@ -36,9 +36,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from app.binance import State
-from app.hub import LATENCY_BUCKETS, Hub, Latency
+from app.hub import Hub
 from app.limits import ViewerLimits
 from app.rest import Rest
+from app.subscriber import LATENCY_BUCKETS, Latency
 from app.symbols import SymbolDirectory
 from app.workers import Worker, shared_metrics_path
 

@@ -27,8 +27,9 @@ from app.auth import is_owner
 from app.config import Settings
 from app.direct import DIRECT
 from app.errors import InputError
-from app.hub import Hub, Subscriber, Writer
+from app.hub import Hub
 from app.limits import RETRY_AFTER, ViewerLimits
+from app.subscriber import Subscriber, Writer
 from app.symbols import SymbolDirectory
 from app.topics.key import Topic, parse_request
 

@@ -29,9 +29,10 @@ from starlette.websockets import WebSocket
 from app.config import Settings
 from app.direct import DIRECT
 from app.errors import InputError
-from app.hub import Hub, Subscriber, Writer
+from app.hub import Hub
 from app.limits import RETRY_AFTER, ViewerLimits
 from app.stream import origin_allowed
+from app.subscriber import Subscriber, Writer
 from app.symbols import SymbolDirectory
 from app.topics.key import Topic, parse_topic, price
 

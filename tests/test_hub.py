@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from app.demo import DemoExchange
-from app.hub import STATUS_EVENT, Hub, Subscriber
+from app.hub import STATUS_EVENT, Hub
 from app.render import Renderer
 from app.rest import Rest
+from app.subscriber import Subscriber
 from app.symbols import SymbolDirectory
 from app.topics.key import Topic, price
 from app.topics.price import PricePanel
