@@ -592,7 +592,7 @@ class Hub:
     def _write(sub: Subscriber, writer: Writer, loop: asyncio.AbstractEventLoop) -> None:
         """A direct viewer's pending bytes to its socket, unless it is gone or full."""
         if writer.lost:
-            # Its connection is closing and its task may never hear of it (uvicorn tells a
+            # Its connection is gone and its task may never hear of it (uvicorn tells a
             # pipelined request's cycle, not this one): end it here.
             sub.close()
         elif sub.pending or sub.replies:
@@ -600,8 +600,7 @@ class Hub:
                 if sub.sending_since is None:
                     sub.sending_since = loop.time()
                 return
-            if sub.sending_since is not None:
-                sub.sending_since = None
+            sub.sending_since = None
             try:
                 sub.bytes_out += writer.write(sub.take())
             except (OSError, RuntimeError):  # uvloop: "handler is closed"

@@ -21,8 +21,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2
 
 
 class Latency:
-    """A histogram of update latencies, counted in plain integers: observing costs a bisect and
-    two additions; /metrics reads it at scrape time."""
+    """A histogram of durations (update latencies, flush rounds), counted in plain integers:
+    observing costs a bisect and two additions; /metrics reads it at scrape time."""
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
